@@ -1,0 +1,101 @@
+"""ddsx-train: pure wiring. Instantiate data, classifier, denoiser, method, callbacks, loggers and
+trainer from the config, fit, test, done. Everything interesting lives in the objects."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+
+from ddsx.models.checkpoints import load_classifier
+from ddsx.utils.logging import get_logger
+from ddsx.utils.run_config import resolved_container, save_resolved_config
+
+log = get_logger(__name__)
+
+
+def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """A dict of ``_target_`` nodes (callbacks, loggers) -> list of objects; None or empty -> []."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
+
+
+def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Everything ``train`` runs, built from the config (tests call this with composed configs)."""
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = hydra.utils.instantiate(cfg.dataset)
+    # Fail on missing or malformed data now, before any run artefact (checkpoint, logs) exists.
+    datamodule.setup("fit")
+    num_classes, image_shape = datamodule.num_classes, tuple(datamodule.image_shape)
+    classifier = hydra.utils.instantiate(cfg.classifier, num_classes=num_classes, in_channels=image_shape[0])
+    if cfg.get("init_classifier"):
+        # Start from (or, for method=dds, just use) a classifier trained by an earlier ddsx-train run.
+        classifier.load_state_dict(load_classifier(cfg.init_classifier)[0].state_dict())
+    denoiser = hydra.utils.instantiate(cfg.denoiser)
+    model = hydra.utils.instantiate(
+        cfg.method,
+        classifier=classifier,
+        denoiser=denoiser,
+        num_classes=num_classes,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        scheduler=hydra.utils.instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+    )
+    model.run_config = resolved_container(cfg) | {
+        "data_shape": {"num_classes": num_classes, "image_shape": list(image_shape)}
+    }
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=instantiate_dict(cfg.get("logger"))
+    )
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (resuming from ``ckpt_path`` if given), then test; returns the final metrics."""
+    # W&B stays offline unless the user says otherwise (this machine may have no network at all).
+    os.environ.setdefault("WANDB_MODE", "offline")
+    datamodule, model, trainer = build_training(cfg)
+    log.info("data %s, classifier %s, method %s, sigma %s", type(datamodule).__name__,
+             cfg.classifier._target_, cfg.method._target_, cfg.sigma)
+    _log_hyperparameters(trainer, model.run_config)
+    if model.trainable:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    else:
+        log.info("method %s trains nothing: straight to test and certification", cfg.method._target_)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if cfg.get("test"):
+        # Test the best checkpoint when one was kept, else the weights in memory (fast_dev_run, dds).
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    _print_summary(metrics)
+    return metrics
+
+
+@rank_zero_only
+def _log_hyperparameters(trainer: L.Trainer, run_config: dict[str, Any]) -> None:
+    for logger in trainer.loggers:
+        logger.log_hyperparams(run_config)
+
+
+@rank_zero_only
+def _print_summary(metrics: dict[str, float]) -> None:
+    lines = [f"  {k:<24} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(("test/", "cert/"))]
+    if lines:
+        print("Final metrics:\n" + "\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="ddsx_train")
+def main(cfg: DictConfig) -> float | None:
+    save_resolved_config(cfg, cfg.paths.output_dir)
+    metrics = train(cfg)
+    # Hydra sweepers (e.g. Optuna) optimise the returned value.
+    return metrics.get("test/acc_denoised")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training methods: one LightningModule each, sharing ``ClassifierModule``."""

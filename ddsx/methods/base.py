@@ -1,0 +1,125 @@
+"""What every training method shares: the classifier, the frozen denoiser, validation, optimisers.
+
+A method is a subclass that only says how a training batch becomes the classifier's loss
+(``training_loss``; most methods only override ``training_inputs``). Validation reports accuracy on
+clean, noisy and denoised-noisy inputs so the covariate shift of section 2 is visible in the curves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ddsx.denoisers.base import Denoiser, IdentityDenoiser
+from ddsx.models.pipeline import DenoisedClassifier
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+EVAL_VIEWS = ("clean", "noisy", "denoised")
+
+
+class ClassifierModule(L.LightningModule):
+    """Trainable classifier h behind a frozen denoiser D; the certified function is h o D.
+
+    Args:
+        classifier: [0,1] images (N, C, H, W) -> logits (N, K).
+        num_classes: K.
+        sigma: smoothing noise level in [0,1] pixel units.
+        optimizer: partial taking ``params`` (Hydra ``_partial_: true``).
+        scheduler: optional partial taking ``optimizer``; stepped per epoch.
+        denoiser: frozen noisy->denoised map; ``None`` means identity.
+    """
+
+    # False for methods that only evaluate an off-the-shelf classifier (ddsx-train skips fit).
+    trainable = True
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        num_classes: int,
+        sigma: float,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        denoiser: Denoiser | None = None,
+    ) -> None:
+        super().__init__()
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}")
+        self.classifier = classifier
+        self.denoiser = (denoiser if denoiser is not None else IdentityDenoiser(sigma)).freeze()
+        self.num_classes = num_classes
+        self.sigma = float(sigma)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        # The resolved run config; ddsx-train sets it so checkpoints are self-describing.
+        self.run_config: dict[str, Any] = {}
+        self.val_acc = nn.ModuleDict({v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS})
+        self.test_acc = nn.ModuleDict({v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS})
+
+    # ----- what a method changes -------------------------------------------------------------
+    def training_inputs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The images the classifier trains on for a clean batch x (N, C, H, W) with labels y (N,)."""
+        raise NotImplementedError
+
+    def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) for one batch; the default trains with cross-entropy on ``training_inputs``."""
+        logits = self.classifier(self.training_inputs(x, y))
+        return F.cross_entropy(logits, y), logits
+
+    # ----- shared helpers --------------------------------------------------------------------
+    def add_noise(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
+        """x + sigma * eps with eps ~ N(0, I) unless given; no clipping (smoothing does not clip)."""
+        return x + self.sigma * (torch.randn_like(x) if eps is None else eps)
+
+    def denoise(self, x_noisy: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x_noisy)
+
+    def base_classifier(self) -> DenoisedClassifier:
+        """The function that randomized smoothing certifies: h o D."""
+        return DenoisedClassifier(self.classifier, self.denoiser)
+
+    # ----- Lightning hooks -------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss, logits = self.training_loss(x, y)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, on_step=False, batch_size=len(y))
+        return loss
+
+    def _evaluate(self, batch, metrics: nn.ModuleDict, stage: str) -> None:
+        x, y = batch
+        x_noisy = self.add_noise(x)
+        views = {"clean": x, "noisy": x_noisy, "denoised": self.denoise(x_noisy)}
+        for name, images in views.items():
+            metrics[name](self.classifier(images), y)
+            self.log(f"{stage}/acc_{name}", metrics[name], prog_bar=name != "clean", batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_acc, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_acc, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.classifier.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The frozen denoiser can be hundreds of MB and is reloaded from its own folder: keep it out.
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith("denoiser.")]:
+            del state[key]
+        checkpoint["ddsx_config"] = self.run_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"].update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
+        self.run_config = checkpoint.get("ddsx_config", {})

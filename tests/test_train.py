@@ -1,0 +1,72 @@
+"""ddsx-train end to end on the embedded data: wiring, checkpoints, resume, clean failures."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddsx.cli.train import build_training, train
+from ddsx.models.checkpoints import load_classifier
+
+
+@pytest.mark.parametrize("method", ["standard", "gaussian"])
+def test_fast_dev_run(compose_train, method):
+    cfg = compose_train(f"method={method}", "debug=fast_dev_run", "dataset=mnist5k")
+    metrics = train(cfg)
+    for view in ("clean", "noisy", "denoised"):
+        assert 0.0 <= metrics[f"test/acc_{view}"] <= 1.0
+    assert math.isfinite(metrics["train/loss_step"])
+
+
+def _short_run(compose_train, *overrides):
+    return compose_train(
+        "dataset=digits", "debug=limit", "logger=csv", "trainer.max_epochs=1", "test=false", *overrides
+    )
+
+
+def test_checkpoint_rebuilds_classifier(compose_train):
+    cfg = _short_run(compose_train, "method=gaussian", "sigma=0.5")
+    datamodule, model, trainer = build_training(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    classifier, run_config = load_classifier(ckpt)
+    assert run_config["sigma"] == 0.5 and run_config["method"]["_target_"].endswith("GaussianModule")
+    x = torch.rand(4, 1, 8, 8)
+    model.eval()
+    torch.testing.assert_close(classifier(x), model.classifier(x))
+    # The frozen denoiser is never stored in training checkpoints.
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.startswith("denoiser.") for k in state)
+
+
+def test_resume_continues_from_checkpoint(compose_train):
+    cfg = _short_run(compose_train)
+    datamodule, model, trainer = build_training(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    steps_after_one_epoch = trainer.global_step
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    cfg2 = _short_run(compose_train, "trainer.max_epochs=2")
+    datamodule, model, trainer = build_training(cfg2)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt))
+    assert trainer.current_epoch == 2
+    assert trainer.global_step == 2 * steps_after_one_epoch
+
+
+def test_missing_dataset_fails_before_any_artefact(tmp_path):
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "ddsx.cli.train", "dataset=cifar10", f"paths.data_dir={empty}",
+         f"hydra.run.dir={run_dir}", "logger=csv"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert str(empty) in result.stderr and "cifar-10-batches-py" in result.stderr
+    assert not list(run_dir.rglob("*.ckpt")) and not (run_dir / "checkpoints").exists()
+    assert not list(empty.iterdir()), "a failed setup must not write into the data folder"
