@@ -1,0 +1,74 @@
+"""Torch Datasets whose items are (image FloatTensor (C,H,W) in [0,1], label int)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TensorImageDataset(Dataset):
+    """Images kept as integers (uint8 (N,C,H,W)) and scaled to [0,1] per item, to keep memory low.
+
+    Args:
+        images: integer tensor (N,C,H,W) with values in [0, max_value].
+        labels: int64 tensor (N,).
+        max_value: the value that maps to 1.0 (255 for 8-bit images, 16 for sklearn digits).
+        transform: optional map applied to the float (C,H,W) image (augmentation).
+        indices: optional int array selecting (and numbering) the examples this dataset serves.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        max_value: float = 255.0,
+        transform: Transform | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"expected images (N,C,H,W) and labels (N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        self.images, self.labels = images, labels.long()
+        self.max_value, self.transform = float(max_value), transform
+        self.indices = torch.as_tensor(
+            np.arange(len(images)) if indices is None else np.asarray(indices), dtype=torch.long
+        )
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = int(self.indices[i])
+        x = self.images[j].to(torch.float32) / self.max_value  # (C,H,W) in [0,1]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, int(self.labels[j])
+
+
+class ImageFileDataset(Dataset):
+    """Image files on disk with integer labels, decoded with PIL as RGB.
+
+    Args:
+        samples: list of (path, label).
+        transform: maps a PIL image to a float tensor (3,H,W) in [0,1] (resize/crop/flip + to-tensor).
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]):
+        self.samples, self.transform = samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        with Image.open(path) as img:
+            x = self.transform(img.convert("RGB"))
+        return x, label
