@@ -29,7 +29,7 @@ def main(out: Path) -> None:
         "ddsx_train",
         [f"paths.root_dir={out}", "dataset=digits", "dataset.batch_size=16", "method=dds_adv", "attack=mnist",
          "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.max_steps=2",
-         "trainer.limit_val_batches=0", "trainer.sync_batchnorm=false", "logger=none", "callbacks=none",
+         "+trainer.limit_val_batches=0", "trainer.sync_batchnorm=false", "logger=none", "callbacks=none",
          "+trainer.enable_checkpointing=false"],
         out / "run",
     )

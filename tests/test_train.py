@@ -70,3 +70,17 @@ def test_missing_dataset_fails_before_any_artefact(tmp_path):
     assert str(empty) in result.stderr and "cifar-10-batches-py" in result.stderr
     assert not list(run_dir.rglob("*.ckpt")) and not (run_dir / "checkpoints").exists()
     assert not list(empty.iterdir()), "a failed setup must not write into the data folder"
+
+
+def test_multirun_sweep_writes_one_folder_per_point(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [sys.executable, "-m", "ddsx.cli.train", "-m", "sigma=0.25,0.5", "method=gaussian,standard",
+         "dataset=digits", "debug=fast_dev_run", f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep_dir}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    configs = sorted(sweep_dir.glob("*/config_resolved.yaml"))
+    assert len(configs) == 4
+    seen = {(c.read_text().count("sigma: 0.5") > 0, "StandardModule" in c.read_text()) for c in configs}
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}
