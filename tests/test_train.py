@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,13 @@ def test_multirun_sweep_writes_one_folder_per_point(tmp_path):
     assert len(configs) == 4
     seen = {(c.read_text().count("sigma: 0.5") > 0, "StandardModule" in c.read_text()) for c in configs}
     assert seen == {(False, False), (False, True), (True, False), (True, True)}
+
+
+def test_wandb_logger_runs_offline(compose_train, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "unset-below")  # so teardown restores the environment as it was
+    monkeypatch.delenv("WANDB_MODE")
+    cfg = compose_train("dataset=digits", "debug=limit", "trainer.max_epochs=1", "logger=wandb", "test=false")
+    train(cfg)
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, "an offline W&B run folder must be written next to the run's outputs"
