@@ -27,10 +27,22 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     cfg = compose_config(
         "ddsx_train",
-        [f"paths.root_dir={out}", "dataset=digits", "dataset.batch_size=16", "method=dds_adv", "attack=mnist",
-         "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "+trainer.max_steps=2",
-         "+trainer.limit_val_batches=0", "trainer.sync_batchnorm=false", "logger=none", "callbacks=none",
-         "+trainer.enable_checkpointing=false"],
+        [
+            f"paths.root_dir={out}",
+            "dataset=digits",
+            "dataset.batch_size=16",
+            "method=dds_adv",
+            "attack=mnist",
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "+trainer.max_steps=2",
+            "+trainer.limit_val_batches=0",
+            "trainer.sync_batchnorm=false",
+            "logger=none",
+            "callbacks=none",
+            "+trainer.enable_checkpointing=false",
+        ],
         out / "run",
     )
     datamodule, model, trainer = build_training(cfg)

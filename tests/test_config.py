@@ -10,8 +10,20 @@ from tests.conftest import CONF_DIR
 
 # Groups selectable from ddsx_train and the options found on disk (new files are picked up automatically).
 TRAIN_GROUPS = [
-    "dataset", "classifier", "denoiser", "method", "optimizer", "scheduler", "trainer", "logger",
-    "callbacks", "certify", "attack", "experiment", "debug", "hydra/launcher",
+    "dataset",
+    "classifier",
+    "denoiser",
+    "method",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "callbacks",
+    "certify",
+    "attack",
+    "experiment",
+    "debug",
+    "hydra/launcher",
 ]
 
 

@@ -45,8 +45,13 @@ def test_dds_trains_nothing(compose_train):
 def _smoothadv(epsilon=0.5, steps=3, num_noise=4):
     torch.manual_seed(0)
     return SmoothAdvModule(
-        classifier=lenet(), num_classes=10, sigma=0.25, optimizer=torch.optim.SGD,
-        epsilon=epsilon, steps=steps, num_noise=num_noise,
+        classifier=lenet(),
+        num_classes=10,
+        sigma=0.25,
+        optimizer=torch.optim.SGD,
+        epsilon=epsilon,
+        steps=steps,
+        num_noise=num_noise,
     )
 
 
@@ -82,7 +87,9 @@ def test_smoothadv_epsilon_warmup():
 def test_ddp_two_processes_keep_classifiers_identical(tmp_path):
     """Two CPU processes see different batches; after the synchronised steps the copies must agree."""
     script = Path(__file__).with_name("ddp_step.py")
-    result = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -41,7 +41,12 @@ def test_attack_never_lowers_the_loss(norm, steps):
     classifier = _classifier_with_batchnorm()
     x, eps, y = _batch()
     loss_of = classifier_noise_loss(classifier, BlurDenoiser(), x, eps, y, sigma=0.5)
-    strength = AttackStrength(steps=steps, step_size=0.5 if norm == "linf" else 5.0, epsilon=0.5 if norm == "linf" else 4.0, norm=norm)
+    strength = AttackStrength(
+        steps=steps,
+        step_size=0.5 if norm == "linf" else 5.0,
+        epsilon=0.5 if norm == "linf" else 4.0,
+        norm=norm,
+    )
     with frozen(classifier):
         delta = worst_case_noise_shift(loss_of, x, strength)
         with torch.no_grad():

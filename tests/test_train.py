@@ -63,9 +63,18 @@ def test_missing_dataset_fails_before_any_artefact(tmp_path):
     empty.mkdir()
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, "-m", "ddsx.cli.train", "dataset=cifar10", f"paths.data_dir={empty}",
-         f"hydra.run.dir={run_dir}", "logger=csv"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ddsx.cli.train",
+            "dataset=cifar10",
+            f"paths.data_dir={empty}",
+            f"hydra.run.dir={run_dir}",
+            "logger=csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert str(empty) in result.stderr and "cifar-10-batches-py" in result.stderr
@@ -76,9 +85,21 @@ def test_missing_dataset_fails_before_any_artefact(tmp_path):
 def test_multirun_sweep_writes_one_folder_per_point(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, "-m", "ddsx.cli.train", "-m", "sigma=0.25,0.5", "method=gaussian,standard",
-         "dataset=digits", "debug=fast_dev_run", f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep_dir}"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ddsx.cli.train",
+            "-m",
+            "sigma=0.25,0.5",
+            "method=gaussian,standard",
+            "dataset=digits",
+            "debug=fast_dev_run",
+            f"paths.root_dir={tmp_path}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     configs = sorted(sweep_dir.glob("*/config_resolved.yaml"))

@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from ddsx.cli import CONF_DIR
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
@@ -49,7 +50,9 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
         "data_shape": {"num_classes": num_classes, "image_shape": list(image_shape)}
     }
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_dict(cfg.get("callbacks")), logger=instantiate_dict(cfg.get("logger"))
+        cfg.trainer,
+        callbacks=instantiate_dict(cfg.get("callbacks")),
+        logger=instantiate_dict(cfg.get("logger")),
     )
     return datamodule, model, trainer
 
@@ -59,8 +62,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # W&B stays offline unless the user says otherwise (this machine may have no network at all).
     os.environ.setdefault("WANDB_MODE", "offline")
     datamodule, model, trainer = build_training(cfg)
-    log.info("data %s, classifier %s, method %s, sigma %s", type(datamodule).__name__,
-             cfg.classifier._target_, cfg.method._target_, cfg.sigma)
+    log.info(
+        "data %s, classifier %s, method %s, sigma %s",
+        type(datamodule).__name__,
+        cfg.classifier._target_,
+        cfg.method._target_,
+        cfg.sigma,
+    )
     _log_hyperparameters(trainer, model.run_config)
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -89,7 +97,7 @@ def _print_summary(metrics: dict[str, float]) -> None:
         print("Final metrics:\n" + "\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="ddsx_train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_train")
 def main(cfg: DictConfig) -> float | None:
     save_resolved_config(cfg, cfg.paths.output_dir)
     metrics = train(cfg)

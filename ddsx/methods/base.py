@@ -60,8 +60,12 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_factory = scheduler
         # The resolved run config; ddsx-train sets it so checkpoints are self-describing.
         self.run_config: dict[str, Any] = {}
-        self.val_acc = nn.ModuleDict({v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS})
-        self.test_acc = nn.ModuleDict({v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS})
+        self.val_acc = nn.ModuleDict(
+            {v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS}
+        )
+        self.test_acc = nn.ModuleDict(
+            {v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS}
+        )
 
     # ----- what a method changes -------------------------------------------------------------
     def training_inputs(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -90,7 +94,13 @@ class ClassifierModule(L.LightningModule):
         x, y = batch
         loss, logits = self.training_loss(x, y)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(y))
-        self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_epoch=True, on_step=False, batch_size=len(y))
+        self.log(
+            "train/acc",
+            (logits.argmax(1) == y).float().mean(),
+            on_epoch=True,
+            on_step=False,
+            batch_size=len(y),
+        )
         return loss
 
     def _evaluate(self, batch, metrics: nn.ModuleDict, stage: str) -> None:
@@ -111,7 +121,10 @@ class ClassifierModule(L.LightningModule):
         optimizer = self.optimizer_factory(params=self.classifier.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The frozen denoiser can be hundreds of MB and is reloaded from its own folder: keep it out.

@@ -38,7 +38,9 @@ class AttackStrength:
         if self.norm not in ("linf", "l2"):
             raise ValueError(f"attack.norm must be 'linf' or 'l2', got {self.norm!r}")
         if self.steps < 0 or self.step_size < 0:
-            raise ValueError(f"attack.steps and attack.step_size must be >= 0, got {self.steps}, {self.step_size}")
+            raise ValueError(
+                f"attack.steps and attack.step_size must be >= 0, got {self.steps}, {self.step_size}"
+            )
         if self.epsilon is not None and self.epsilon < 0:
             raise ValueError(f"attack.epsilon must be >= 0 or null (unbounded), got {self.epsilon}")
         if self.lambda_clean < 0:
@@ -56,7 +58,7 @@ def frozen(module: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        for p, flag in zip(module.parameters(), flags):
+        for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
         module.train(was_training)
 

@@ -23,7 +23,13 @@ class SmoothAdvModule(ClassifierModule):
     """Args: epsilon (l2 radius in pixel units), steps, num_noise (m), warmup_epochs (linear epsilon ramp)."""
 
     def __init__(
-        self, *args, epsilon: float = 0.5, steps: int = 2, num_noise: int = 2, warmup_epochs: int = 0, **kwargs
+        self,
+        *args,
+        epsilon: float = 0.5,
+        steps: int = 2,
+        num_noise: int = 2,
+        warmup_epochs: int = 0,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         if epsilon < 0 or steps < 0 or num_noise < 1 or warmup_epochs < 0:
@@ -31,7 +37,12 @@ class SmoothAdvModule(ClassifierModule):
                 f"smoothadv needs epsilon >= 0, steps >= 0, num_noise >= 1, warmup_epochs >= 0; "
                 f"got {epsilon}, {steps}, {num_noise}, {warmup_epochs}"
             )
-        self.epsilon, self.steps, self.num_noise, self.warmup_epochs = epsilon, steps, num_noise, warmup_epochs
+        self.epsilon, self.steps, self.num_noise, self.warmup_epochs = (
+            epsilon,
+            steps,
+            num_noise,
+            warmup_epochs,
+        )
 
     def current_epsilon(self) -> float:
         """epsilon ramped linearly over the first ``warmup_epochs`` epochs (Salman et al.'s warm-up)."""
@@ -44,7 +55,9 @@ class SmoothAdvModule(ClassifierModule):
         m, n = eps.shape[:2]
         noisy = (x_adv.unsqueeze(0) + self.sigma * eps).flatten(0, 1)  # (m*N, C, H, W)
         log_probs = F.log_softmax(self.classifier(self.denoise(noisy)), dim=1).view(m, n, -1)
-        mean_log_prob_y = torch.logsumexp(log_probs.gather(2, y.view(1, n, 1).expand(m, n, 1)), dim=0) - math.log(m)
+        mean_log_prob_y = torch.logsumexp(
+            log_probs.gather(2, y.view(1, n, 1).expand(m, n, 1)), dim=0
+        ) - math.log(m)
         return -mean_log_prob_y.squeeze(-1)
 
     def attack(self, x: torch.Tensor, y: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

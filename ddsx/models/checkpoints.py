@@ -12,7 +12,9 @@ from torch import nn
 CLASSIFIER_PREFIX = "classifier."
 
 
-def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_classifier(
+    ckpt_path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict]:
     """(classifier in eval mode, the run config dict it was trained with).
 
     The checkpoint must come from ddsx-train: its ``ddsx_config`` entry says how to rebuild the
@@ -20,12 +22,16 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
     """
     path = Path(ckpt_path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (pass ckpt_path=<a .ckpt written by ddsx-train>)")
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (pass ckpt_path=<a .ckpt written by ddsx-train>)"
+        )
     # weights_only=False would unpickle arbitrary code; the entries ddsx writes are plain containers.
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     config: dict[str, Any] | None = checkpoint.get("ddsx_config")
     if not config or "classifier" not in config or "data_shape" not in config:
-        raise ValueError(f"{path} has no ddsx_config with classifier and data_shape: was it written by ddsx-train?")
+        raise ValueError(
+            f"{path} has no ddsx_config with classifier and data_shape: was it written by ddsx-train?"
+        )
     classifier_cfg = dict(config["classifier"])
     if "checkpoint_path" in classifier_cfg:
         classifier_cfg["checkpoint_path"] = None  # the trained weights below replace the initial ones
@@ -34,7 +40,9 @@ def load_classifier(ckpt_path: str | Path, map_location: str | torch.device = "c
         classifier_cfg, num_classes=shape["num_classes"], in_channels=shape["image_shape"][0]
     )
     state = {
-        k[len(CLASSIFIER_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(CLASSIFIER_PREFIX)
+        k[len(CLASSIFIER_PREFIX) :]: v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(CLASSIFIER_PREFIX)
     }
     classifier.load_state_dict(state)
     return classifier.eval(), config

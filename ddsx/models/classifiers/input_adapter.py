@@ -31,7 +31,9 @@ class InputAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.mean.shape[1]:
-            raise ValueError(f"classifier expects {self.mean.shape[1]} channels, got input of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"classifier expects {self.mean.shape[1]} channels, got input of shape {tuple(x.shape)}"
+            )
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
             x = F.interpolate(x, size=self.input_size, mode="bicubic", antialias=True, align_corners=False)
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
