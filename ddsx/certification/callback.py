@@ -1,0 +1,149 @@
+"""Certify the trained model at the end of ddsx-train and log ``cert/*`` to the trainer's loggers."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ddsx.certification.engine import certify_dataset
+from ddsx.certification.identity import run_identity
+from ddsx.certification.models import run_info
+from ddsx.certification.reporting import format_summary, log_certification
+from ddsx.certification.results_file import read_results
+from ddsx.certification.settings import CertifySettings
+from ddsx.models.checkpoints import CLASSIFIER_PREFIX
+from ddsx.models.pipeline import DenoisedClassifier
+from ddsx.smoothing import Smooth
+from ddsx.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class CertifyCallback(Callback):
+    """At ``on_fit_end``, CERTIFY a subset of the test split with ``pl_module.base_classifier()``.
+
+    Every process certifies its share of the examples (same rows as one process), rank 0 merges
+    the result file and logs ``cert/acc@<r>`` for ``settings.radii``, ``cert/acr``,
+    ``cert/abstain``, ``cert/clean_acc`` and ``cert/examples``; with a WandbLogger also a table of
+    rows, the plot and the file.
+
+    Args:
+        settings: the ``certify`` config node (see CertifySettings); ``sigma`` None means the
+            module's ``sigma``; ``output`` must be set.
+        weights: "best" certifies the best checkpoint of the ModelCheckpoint callback when there
+            is one (what ddsx-train tests), "last" the weights in memory at the end of fit.
+        **overrides: individual settings replacing those in ``settings`` (e.g. ``max=100``).
+    """
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any] | None = None,
+        weights: Literal["best", "last"] = "best",
+        **overrides: Any,
+    ) -> None:
+        super().__init__()
+        if weights not in ("best", "last"):
+            raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+        self.settings = CertifySettings.from_mapping(settings, **overrides)  # validate at construction
+        if not self.settings.output:
+            raise ValueError("CertifyCallback needs settings.output (the result file path)")
+        self.weights = weights
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
+            log.info("certify callback: skipped under fast_dev_run")
+            return
+        datamodule = trainer.datamodule
+        if datamodule is None:
+            log.warning("certify callback: no datamodule on the trainer, nothing to certify")
+            return
+        settings = self.settings.with_sigma(
+            self.settings.sigma if self.settings.sigma is not None else float(pl_module.sigma)
+        )
+        dataset = _split(datamodule, settings.split)
+        base, source = self._base_classifier(trainer, pl_module)
+        classifier = getattr(base, "classifier", base)
+        denoiser = getattr(base, "denoiser", None)
+        device = trainer.strategy.root_device
+        home, modes = _device_of(base), {m: m.training for m in base.modules()}
+        # After fit Lightning has moved the module to the CPU; certify on the training device.
+        base.to(device).eval()
+        smooth = Smooth(base, datamodule.num_classes, settings.require_sigma(), settings.autocast_dtype)
+        identity = run_identity(
+            settings,
+            classifier=classifier,
+            denoiser=denoiser,
+            dataset=getattr(datamodule, "name", type(datamodule).__name__),
+            split_size=len(dataset),
+            model_source=source,
+            run_info=run_info(getattr(pl_module, "run_config", None)),
+        )
+        try:
+            path = certify_dataset(
+                smooth,
+                dataset,
+                settings,
+                settings.output,
+                identity,
+                device=device,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                barrier=trainer.strategy.barrier,
+            )
+        finally:
+            base.to(home)  # shared with the module (classifier, denoiser): leave it as it was
+            for module, mode in modes.items():
+                module.training = mode
+        if trainer.is_global_zero:
+            rows = read_results(path)
+            self.metrics = log_certification(
+                trainer.loggers, rows, settings.radii, path, step=trainer.global_step
+            )
+            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in self.metrics.items()})
+            summary = {k.removeprefix("cert/"): v for k, v in self.metrics.items()}
+            log.info("%s -> %s", format_summary(summary, settings.radii), path)
+
+    def _base_classifier(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> tuple[torch.nn.Module, str]:
+        """``pl_module.base_classifier()``, with the best checkpoint's classifier weights when asked
+        for (loaded into a copy: the module itself is left untouched)."""
+        base = pl_module.base_classifier()
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        if self.weights == "last" or not best or not Path(best).is_file():
+            return base, f"{type(pl_module).__name__} weights at the end of fit"
+        if not isinstance(base, DenoisedClassifier):
+            log.warning(
+                "certify callback: base_classifier() is not a DenoisedClassifier; using the last weights"
+            )
+            return base, f"{type(pl_module).__name__} weights at the end of fit"
+        classifier = copy.deepcopy(base.classifier)
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        n = len(CLASSIFIER_PREFIX)
+        classifier.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)})
+        return DenoisedClassifier(classifier, base.denoiser), str(Path(best).resolve())
+
+
+def _split(datamodule: L.LightningDataModule, split: str):
+    dataset = getattr(datamodule, f"{split}_set", None)
+    if dataset is None:
+        datamodule.setup("test" if split == "test" else "validate")
+        dataset = getattr(datamodule, f"{split}_set", None)
+    if dataset is None:
+        raise ValueError(f"{type(datamodule).__name__} has no {split}_set to certify")
+    return dataset
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    tensor = next(iter(module.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")

@@ -1,0 +1,141 @@
+"""Certification settings (the ``certify`` config node), validated before any work or file is made."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from ddsx.smoothing.smooth import resolve_autocast_dtype
+
+DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+SPLITS = ("test", "val")
+
+
+class InvalidSettingError(ValueError):
+    """A certify setting is missing or out of range; the message names it as ``certify.<field>``."""
+
+
+@dataclass(frozen=True)
+class CertifySettings:
+    """What CERTIFY runs with (method.md section 4); config keys are the field names (``max`` for max_examples).
+
+    Attributes:
+        sigma: noise level in [0,1] pixel units, > 0; None until resolved (checkpoint or module sigma).
+        n0: noisy copies to pick the candidate class, >= 1.
+        n: noisy copies to bound its probability, >= 1.
+        alpha: failure probability of each certificate, in (0, 1).
+        batch_size: noisy copies per forward pass, >= 1 (speed only).
+        skip: certify every ``skip``-th example of the split, >= 1.
+        max_examples: certify at most this many examples (None: all selected by ``skip``).
+        seed: noise seed; example idx draws from a generator seeded by (seed, idx).
+        split: "test" or "val".
+        output: result file (TSV); its settings are stored beside it (``*.settings.json``).
+        radii: radii at which certified accuracy is reported.
+        autocast_dtype: None, "float16" or "bfloat16" for the base classifier's forward pass.
+        progress: show a progress bar.
+    """
+
+    sigma: float | None = None
+    n0: int = 100
+    n: int = 100_000
+    alpha: float = 0.001
+    batch_size: int = 1000
+    skip: int = 1
+    max_examples: int | None = None
+    seed: int = 0
+    split: str = "test"
+    output: str | None = None
+    radii: tuple[float, ...] = field(default=DEFAULT_RADII)
+    autocast_dtype: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sigma is not None:
+            _check(_is_number(self.sigma) and self.sigma > 0, "sigma", "a number > 0", self.sigma)
+        for name in ("n0", "n", "batch_size", "skip"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
+        _check(_is_number(self.alpha) and 0 < self.alpha < 1, "alpha", "a number in (0, 1)", self.alpha)
+        if self.max_examples is not None:
+            _check(
+                _is_int(self.max_examples) and self.max_examples >= 0,
+                "max",
+                "null or an integer >= 0",
+                self.max_examples,
+            )
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
+        _check(self.split in SPLITS, "split", f"one of {', '.join(SPLITS)}", self.split)
+        _check(
+            all(_is_number(r) and r >= 0 for r in self.radii), "radii", "a list of numbers >= 0", self.radii
+        )
+        try:
+            resolve_autocast_dtype(self.autocast_dtype)
+        except ValueError:
+            _check(False, "autocast_dtype", "null, float16 or bfloat16", self.autocast_dtype)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None = None, **overrides: Any) -> CertifySettings:
+        """Build from a ``certify`` config node (DictConfig or dict) plus keyword overrides.
+
+        Unknown keys are an error (a typo would otherwise silently fall back to a default).
+        """
+        values = {**dict(mapping or {}), **overrides}
+        if "max" in values:
+            values["max_examples"] = values.pop("max")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            names = sorted((known - {"max_examples"}) | {"max"})
+            raise InvalidSettingError(f"unknown certify setting(s) {unknown}; known: {names}")
+        if values.get("radii") is not None:
+            values["radii"] = tuple(float(r) if _is_number(r) else r for r in values["radii"])
+        elif "radii" in values:
+            values.pop("radii")
+        if values.get("autocast_dtype") is not None:
+            values["autocast_dtype"] = str(values["autocast_dtype"])
+        for name in ("sigma", "alpha"):  # ints are fine numbers (sigma=1); keep one type in files
+            if _is_number(values.get(name)):
+                values[name] = float(values[name])
+        return cls(**values)
+
+    def with_sigma(self, sigma: float | None) -> CertifySettings:
+        """A copy with ``sigma`` set (validated)."""
+        return replace(self, sigma=None if sigma is None else float(sigma))
+
+    def require_sigma(self) -> float:
+        if self.sigma is None:
+            raise InvalidSettingError(
+                "certify.sigma is not set: pass certify.sigma=<noise level in [0,1] pixel units> "
+                "(or a checkpoint whose run config has sigma)"
+            )
+        return self.sigma
+
+    def indices(self, dataset_size: int) -> list[int]:
+        """The example indices to certify: 0, skip, 2*skip, ... at most ``max_examples`` of them."""
+        selected = list(range(0, int(dataset_size), self.skip))
+        return selected if self.max_examples is None else selected[: self.max_examples]
+
+    def forward_passes(self, num_examples: int) -> int:
+        """Noisy images the base classifier sees for ``num_examples`` examples."""
+        return num_examples * (self.n0 + self.n)
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["max"] = values.pop("max_examples")
+        values["radii"] = list(self.radii)
+        return values
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise InvalidSettingError(f"certify.{name} must be {expected}, got {got!r}")

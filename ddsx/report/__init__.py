@@ -1,0 +1,16 @@
+"""Reports from certification files: tables (markdown, LaTeX), the best-over-sigma envelope, plots."""
+
+from ddsx.report.runs import Run, find_result_files, load_run, load_runs
+from ddsx.report.tables import envelope_curve, envelope_table, summary_table, to_latex, to_markdown
+
+__all__ = [
+    "Run",
+    "envelope_curve",
+    "envelope_table",
+    "find_result_files",
+    "load_run",
+    "load_runs",
+    "summary_table",
+    "to_latex",
+    "to_markdown",
+]

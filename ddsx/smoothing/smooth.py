@@ -1,0 +1,184 @@
+"""The smoothed classifier g(x) = argmax_c P(f(x + N(0, sigma^2 I)) = c) and its Monte Carlo algorithms.
+
+Follows Cohen, Rosenfeld & Kolter (ICML 2019) and their reference code (locuslab/smoothing),
+with the same guarantees, but draws noise on the input's device, counts labels with ``bincount``
+on the device and never copies the input per sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound, top_two_p_value
+from ddsx.smoothing.noise import gaussian_batches
+
+ABSTAIN = -1
+
+AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The answer of :meth:`Smooth.certify` for one input.
+
+    Attributes:
+        prediction: the certified class, or ``ABSTAIN`` (-1).
+        radius: l2 radius in [0,1] pixel units; 0.0 when abstaining.
+        count: how many of the ``n`` noisy copies the base classifier put in the candidate class.
+        p_lower: (1 - alpha) lower confidence bound on the candidate class's probability.
+        n0: noisy copies used to pick the candidate class.
+        n: noisy copies used to estimate its probability.
+    """
+
+    prediction: int
+    radius: float
+    count: int
+    p_lower: float
+    n0: int
+    n: int
+
+
+def resolve_autocast_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """None, "float16"/"bfloat16" (any case) or a torch dtype -> torch dtype or None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).lower().removeprefix("torch.")
+    if key in ("null", "none", "float32", "fp32"):
+        return None
+    key = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(key, key)
+    if key not in AUTOCAST_DTYPES:
+        raise ValueError(f"autocast dtype must be null, float16 or bfloat16, got {dtype!r}")
+    return AUTOCAST_DTYPES[key]
+
+
+class Smooth:
+    """The smoothed version of a base classifier f at noise level sigma.
+
+    Args:
+        base_classifier: maps [0,1] images (N, C, H, W) to logits (N, num_classes); put it in eval
+            mode first. Noisy inputs are not clipped to [0,1] (the guarantee needs the raw Gaussian).
+        num_classes: K.
+        sigma: noise standard deviation in [0,1] pixel units, > 0.
+        autocast_dtype: run the base classifier under ``torch.autocast`` with this dtype (None:
+            full precision). Noise is always drawn and added in the input's dtype; a different
+            precision changes f, never the validity of the guarantees, which hold for whatever
+            function f the forward pass computes.
+    """
+
+    def __init__(
+        self,
+        base_classifier: Callable[[torch.Tensor], torch.Tensor],
+        num_classes: int,
+        sigma: float,
+        autocast_dtype: str | torch.dtype | None = None,
+    ) -> None:
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not float(sigma) > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}")
+        self.base_classifier = base_classifier
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.autocast_dtype = resolve_autocast_dtype(autocast_dtype)
+
+    def certify(
+        self,
+        x: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> Certificate:
+        """Monte Carlo algorithm CERTIFY for g at x.
+
+        With probability at least 1 - alpha over the noise drawn here, if the prediction is not
+        ABSTAIN then it equals g(x), and g(x + delta) = g(x) for every delta with
+        ||delta||_2 < radius. The candidate class comes from ``n0`` noisy copies and its
+        probability is bounded from ``n`` fresh ones, so the two samples are independent.
+
+        Args:
+            x: one image (C, H, W) in [0,1], on the device the base classifier runs on.
+            n0: noisy copies for selecting the candidate class.
+            n: noisy copies for the lower confidence bound.
+            alpha: failure probability, in (0, 1).
+            batch_size: noisy copies per forward pass (changes speed, never the result when a
+                generator is given).
+            generator: a ``torch.Generator`` on x's device; None uses the global generator.
+        """
+        _check_budget(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
+        counts0 = self.sample_counts(x, n0, batch_size, generator)
+        candidate = int(counts0.argmax())  # ties go to the lowest class index
+        count = int(self.sample_counts(x, n, batch_size, generator)[candidate])
+        p_lower = lower_confidence_bound(count, n, alpha)
+        if p_lower < 0.5:
+            return Certificate(ABSTAIN, 0.0, count, p_lower, n0, n)
+        return Certificate(candidate, certified_radius(p_lower, self.sigma), count, p_lower, n0, n)
+
+    def predict(
+        self,
+        x: torch.Tensor,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """Monte Carlo algorithm PREDICT for g at x.
+
+        With probability at least 1 - alpha over the noise drawn here, the returned class equals
+        g(x) (or the method abstains, returning ABSTAIN). It abstains unless the two-sided
+        binomial test of the top count against the runner-up at p = 1/2 has p-value <= alpha.
+
+        Args: as :meth:`certify`, without ``n0``.
+        """
+        _check_budget(n0=1, n=n, alpha=alpha, batch_size=batch_size)
+        counts = self.sample_counts(x, n, batch_size, generator)
+        top = torch.topk(counts, 2)
+        count_1, count_2 = int(top.values[0]), int(top.values[1])
+        if top_two_p_value(count_1, count_2) > alpha:
+            return ABSTAIN
+        return int(top.indices[0])
+
+    def sample_counts(
+        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """How often f labels each class on ``num`` noisy copies x + sigma * eps: int64 (K,) on CPU.
+
+        Noise for all ``num`` copies comes from ``generator`` in fixed-size blocks, so the counts
+        do not depend on ``batch_size`` (up to the base classifier's own batch-size numerics).
+        """
+        if x.dim() < 1:
+            raise ValueError(f"x must be one example (C, H, W), got shape {tuple(x.shape)}")
+        counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
+        with torch.inference_mode():
+            for noise in gaussian_batches(
+                x.shape, num, batch_size, generator=generator, device=x.device, dtype=x.dtype
+            ):
+                noisy = noise.mul_(self.sigma).add_(x)  # (b, C, H, W); x broadcasts, never copied b times
+                with self._autocast(x.device):
+                    logits = self.base_classifier(noisy)
+                if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+                    raise ValueError(
+                        f"base classifier must return logits (N, {self.num_classes}), got {tuple(logits.shape)}"
+                    )
+                # Counted on the device: no host sync until the caller reads the counts.
+                counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
+        return counts.cpu()
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+def _check_budget(*, n0: int, n: int, alpha: float, batch_size: int) -> None:
+    for name, value in (("n0", n0), ("n", n), ("batch_size", batch_size)):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")

@@ -1,0 +1,75 @@
+"""The certify callback at the end of ddsx-train: certifies, logs cert/* metrics, leaves the module alone."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from ddsx.certification import read_results, sidecar_path
+from ddsx.certification.callback import CertifyCallback
+from ddsx.cli.train import build_training
+
+CHEAP = [
+    "certify.n0=4",
+    "certify.n=40",
+    "certify.batch_size=40",
+    "certify.skip=20",
+    "certify.max=5",
+    "certify.progress=false",
+]
+
+
+def _fit(compose_train, *overrides: str):
+    cfg = compose_train(
+        "dataset=digits",
+        "debug=limit",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "test=false",
+        "method=gaussian",
+        "sigma=0.5",
+        "callbacks=certify",
+        *CHEAP,
+        *overrides,
+    )
+    datamodule, model, trainer = build_training(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return cfg, model, trainer
+
+
+def _callback(trainer) -> CertifyCallback:
+    return next(c for c in trainer.callbacks if isinstance(c, CertifyCallback))
+
+
+def test_certifies_the_best_checkpoint_and_logs_cert_metrics(compose_train) -> None:
+    cfg, model, trainer = _fit(compose_train)
+    path = Path(cfg.paths.output_dir) / "certify.tsv"
+    rows = read_results(path)
+    assert [r.idx for r in rows] == [0, 20, 40, 60, 80]
+    assert all(r.sigma == 0.5 for r in rows)  # the module's sigma
+    metrics = _callback(trainer).metrics
+    expected = {f"cert/acc@{r}" for r in ("0", "0.25", "0.5", "0.75", "1", "1.5", "2")} | {
+        "cert/acr",
+        "cert/abstain",
+        "cert/clean_acc",
+        "cert/examples",
+    }
+    assert set(metrics) == expected
+    assert metrics["cert/acc@0"] == pytest.approx(sum(r.correct for r in rows) / 5)
+    assert metrics["cert/acr"] == pytest.approx(sum(r.radius * r.correct for r in rows) / 5)
+    assert "checkpoints" in sidecar_path(path).read_text()  # the best checkpoint was certified
+    logged = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))
+    assert any(row.get("cert/acr") for row in logged)
+    assert float(trainer.callback_metrics["cert/acr"]) == pytest.approx(metrics["cert/acr"])
+    assert model.classifier.training  # certification left the module's mode as it was
+
+
+def test_settings_are_validated_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"certify\.n0"):
+        CertifyCallback({"n0": 0, "output": str(tmp_path / "c.tsv")})
+    with pytest.raises(ValueError, match="unknown certify setting"):
+        CertifyCallback({"nn": 5, "output": str(tmp_path / "c.tsv")})
+    callback = CertifyCallback({"n": 10, "output": str(tmp_path / "c.tsv")}, max=3, weights="last")
+    assert callback.settings.max_examples == 3 and callback.settings.n == 10

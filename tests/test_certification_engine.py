@@ -1,0 +1,234 @@
+"""The certification loop and its result file: resume, torn lines, refusals, shards and merging."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ddsx.certification import (
+    COLUMNS,
+    CertifySettings,
+    ResultFileError,
+    ResultStore,
+    SettingsMismatchError,
+    certify_dataset,
+    read_results,
+    run_identity,
+    sidecar_path,
+)
+from ddsx.smoothing import Smooth
+
+NUM_CLASSES = 3
+
+
+def make_dataset(size: int = 12) -> list[tuple[torch.Tensor, int]]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(1, 4, 4, generator=g), i % NUM_CLASSES) for i in range(size)]
+
+
+def make_classifier(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, NUM_CLASSES)).eval()
+
+
+def settings(**overrides) -> CertifySettings:
+    values = {"sigma": 0.25, "n0": 8, "n": 64, "alpha": 0.01, "batch_size": 16, "progress": False} | overrides
+    return CertifySettings.from_mapping(values)
+
+
+def run(tmp_path: Path, classifier: nn.Module | None = None, dataset=None, **overrides) -> Path:
+    s = settings(**overrides)
+    classifier = classifier or make_classifier()
+    dataset = dataset or make_dataset()
+    identity = run_identity(
+        s, classifier=classifier, denoiser=None, dataset="toy", split_size=len(dataset), model_source="test"
+    )
+    smooth = Smooth(classifier, NUM_CLASSES, s.sigma)
+    return certify_dataset(smooth, dataset, s, tmp_path / "certify.tsv", identity)
+
+
+def stable_fields(path: Path) -> list[tuple]:
+    """Rows without the timing columns (time, seconds), which legitimately differ between runs."""
+    return [
+        (r.idx, r.label, r.predict, r.radius, r.correct, r.count_a, r.n, r.n0, r.p_lower, r.sigma)
+        for r in read_results(path)
+    ]
+
+
+def test_writes_one_row_per_selected_example_with_settings_beside(tmp_path: Path) -> None:
+    path = run(tmp_path, skip=2, max=4)
+    lines = path.read_text().splitlines()
+    assert lines[0].split("\t") == list(COLUMNS)
+    rows = read_results(path)
+    assert [r.idx for r in rows] == [0, 2, 4, 6]
+    for r in rows:
+        assert r.correct == int(r.predict == r.label)
+        assert r.n == 64 and r.n0 == 8 and r.sigma == 0.25 and r.t_star is None
+        assert 0 <= r.count_a <= 64 and (r.radius > 0) == (r.predict != -1 and r.p_lower > 0.5)
+    assert sidecar_path(path).is_file()
+
+
+def test_rows_are_reproducible_and_independent_of_batch_size(tmp_path: Path) -> None:
+    a = run(tmp_path / "a", batch_size=5)
+    b = run(tmp_path / "b", batch_size=64)
+    assert stable_fields(a) == stable_fields(b)
+
+
+def test_resume_keeps_rows_byte_for_byte_and_redoes_a_torn_line(tmp_path: Path) -> None:
+    path = run(tmp_path, max=4)
+    before = path.read_bytes()
+    with open(path, "ab") as f:
+        f.write(b"4\t1\t-1\t0.0")  # a crash in mid-row
+    run(tmp_path, max=8)
+    after = path.read_bytes()
+    assert after.startswith(before)
+    assert [r.idx for r in read_results(path)] == list(range(8))
+    assert stable_fields(path) == stable_fields(run(tmp_path / "fresh", max=8))
+
+
+def test_crash_mid_run_then_rerun_completes_each_index_once(tmp_path: Path) -> None:
+    class Crashing(nn.Module):
+        def __init__(self, inner: nn.Module, calls: int) -> None:
+            super().__init__()
+            self.inner, self.calls = inner, calls
+
+        def forward(self, x):
+            self.calls -= 1
+            if self.calls < 0:
+                raise KeyboardInterrupt("simulated kill")
+            return self.inner(x)
+
+    inner = make_classifier()
+    with pytest.raises(KeyboardInterrupt):
+        # n0=8 and n=64 in batches of 16: 5 forward passes per example; die inside the 8th example.
+        run(tmp_path, classifier=Crashing(inner, calls=7 * 5 + 2))
+    assert [r.idx for r in read_results(tmp_path / "certify.tsv")] == list(range(7))
+    path = run(tmp_path, classifier=Crashing(inner, calls=10**6))
+    assert [r.idx for r in read_results(path)] == list(range(12))
+    assert stable_fields(path) == stable_fields(run(tmp_path / "fresh", classifier=inner))
+
+
+def test_refuses_to_append_with_other_settings_naming_the_setting(tmp_path: Path) -> None:
+    path = run(tmp_path, max=2)
+    before = path.read_bytes()
+    with pytest.raises(SettingsMismatchError, match=r"certify\.sigma.*0\.25.*0\.5"):
+        run(tmp_path, sigma=0.5)
+    with pytest.raises(SettingsMismatchError, match=r"certify\.n\b"):
+        run(tmp_path, n=65)
+    with pytest.raises(SettingsMismatchError, match=r"model\.fingerprint"):
+        run(tmp_path, classifier=make_classifier(seed=1))
+    assert path.read_bytes() == before
+    # batch_size, skip and max only choose which rows are made: resuming with others is fine.
+    run(tmp_path, max=3, batch_size=7)
+    assert len(read_results(path)) == 3
+
+
+def test_refuses_a_file_without_settings(tmp_path: Path) -> None:
+    (tmp_path / "certify.tsv").write_text(
+        "idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t1\t1\t0.5\t1\t0:00:01\n"
+    )
+    with pytest.raises(ResultFileError, match="without certify.settings.json"):
+        run(tmp_path)
+
+
+def _run_ranks(tmp_path: Path, world_size: int, **overrides) -> Path:
+    """world_size processes simulated by threads sharing a barrier (the engine only needs a barrier)."""
+    barrier = threading.Barrier(world_size)
+    results, errors = {}, []
+    # Built once: seeding the global RNG from two threads at once would race.
+    classifier, dataset = make_classifier(), make_dataset()
+
+    def worker(rank: int) -> None:
+        try:
+            s = settings(**overrides)
+            identity = run_identity(
+                s,
+                classifier=classifier,
+                denoiser=None,
+                dataset="toy",
+                split_size=len(dataset),
+                model_source="test",
+            )
+            results[rank] = certify_dataset(
+                Smooth(classifier, NUM_CLASSES, s.sigma),
+                dataset,
+                s,
+                tmp_path / "certify.tsv",
+                identity,
+                rank=rank,
+                world_size=world_size,
+                barrier=barrier.wait,
+            )
+        except Exception as error:  # surfaced below
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results[0]
+
+
+def test_shards_of_several_processes_merge_into_the_single_process_rows(tmp_path: Path) -> None:
+    merged = _run_ranks(tmp_path / "two", world_size=2)
+    single = run(tmp_path / "one")
+    assert [r.idx for r in read_results(merged)] == list(range(12))
+    assert stable_fields(merged) == stable_fields(single)
+    assert not ResultStore(merged).shard_paths()
+
+
+def test_leftover_shards_of_a_crashed_run_are_merged_by_the_next_run(tmp_path: Path) -> None:
+    path = run(tmp_path, max=5)  # writes idx 0..4 into certify.tsv
+    lines = path.read_bytes().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    store = ResultStore(path)
+    path.write_bytes(header + rows[0])  # pretend: rank 0 merged nothing yet ...
+    store.shard_path(0).write_bytes(header + rows[2] + rows[4][:5])  # ... rank 0's shard, torn
+    store.shard_path(1).write_bytes(header + rows[1] + rows[3])
+    run(tmp_path, max=6)
+    final = path.read_bytes().splitlines(keepends=True)
+    assert [r.idx for r in read_results(path)] == list(range(6))
+    assert final[1:5] == rows[:4]  # kept byte for byte
+    assert not store.shard_paths()
+
+
+def test_diffusion_denoiser_t_star_is_recorded_in_rows_and_settings(tmp_path: Path) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    from ddsx.certification.models import build_denoiser
+    from ddsx.denoisers.dds import DiffusionDenoiser
+    from ddsx.models.pipeline import DenoisedClassifier
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(
+        sample_size=4,
+        in_channels=1,
+        out_channels=1,
+        layers_per_block=1,
+        block_out_channels=(8, 8),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    abar = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    denoiser = build_denoiser(None, 0.25)
+    assert denoiser.describe()["name"] == "none"
+    denoiser = DiffusionDenoiser(unet, abar, sigma=0.5)
+    denoiser.set_sigma(0.25)  # what build_denoiser does for a configured one
+    s = settings(max=2, n=16, n0=4)
+    classifier = make_classifier()
+    identity = run_identity(
+        s, classifier=classifier, denoiser=denoiser, dataset="toy", split_size=12, model_source="test"
+    )
+    base = DenoisedClassifier(classifier, denoiser).eval()
+    path = certify_dataset(Smooth(base, NUM_CLASSES, 0.25), make_dataset(), s, tmp_path / "c.tsv", identity)
+    t_star = denoiser.describe()["t_star"]
+    assert t_star > 0 and identity["denoiser"]["t_star"] == t_star
+    assert [r.t_star for r in read_results(path)] == [t_star, t_star]
