@@ -98,3 +98,20 @@ def test_ddp_two_processes_keep_classifiers_identical(tmp_path):
     for key in init:
         assert torch.equal(r0["state"][key], r1["state"][key]), f"{key} differs between ranks"
     assert any(not torch.equal(r0["state"][k], init[k]) for k in init), "a step must change the weights"
+
+
+def test_dds_is_certified_without_training(compose_train):
+    cfg = compose_train(
+        "dataset=digits",
+        "debug=limit",
+        "method=dds",
+        "callbacks=certify",
+        "certify=fast",
+        "certify.max=3",
+        "certify.n=200",
+    )
+    metrics = train(cfg)
+    assert metrics["cert/examples"] == 3
+    assert 0.0 <= metrics["cert/acc@0"] <= 1.0
+    rows = (Path(cfg.paths.output_dir) / "certify.tsv").read_text().splitlines()
+    assert rows[0].startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime") and len(rows) == 4

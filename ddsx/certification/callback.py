@@ -26,7 +26,7 @@ log = get_logger(__name__)
 
 
 class CertifyCallback(Callback):
-    """At ``on_fit_end``, CERTIFY a subset of the test split with ``pl_module.base_classifier()``.
+    """At ``on_fit_end`` (or ``on_test_end`` for a method that trains nothing), CERTIFY a subset of the test split with ``pl_module.base_classifier()``.
 
     Every process certifies its share of the examples (same rows as one process), rank 0 merges
     the result file and logs ``cert/acc@<r>`` for ``settings.radii``, ``cert/acr``,
@@ -57,6 +57,15 @@ class CertifyCallback(Callback):
         self.metrics: dict[str, float] = {}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.certify(trainer, pl_module)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Methods that train nothing (method=dds) skip fit: certify after their test instead.
+        if not self.metrics and not getattr(pl_module, "trainable", True):
+            self.certify(trainer, pl_module)
+
+    def certify(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Certify now, with the trainer's datamodule and devices; logs and stores ``self.metrics``."""
         if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
             log.info("certify callback: skipped under fast_dev_run")
             return
