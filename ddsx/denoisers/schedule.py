@@ -1,0 +1,119 @@
+"""Noise schedules and the DDS rule that picks the diffusion timestep t* for a smoothing sigma.
+
+Conventions (DDPM, diffusers and OpenAI ADM agree): ``alphas_cumprod[t]`` (abar_t) is the signal
+fraction after t + 1 noising steps, x_t = sqrt(abar_t) * y + sqrt(1 - abar_t) * eps for an image
+y in [-1, 1], and the UNet is called with the integer index t.
+
+Smoothing adds N(0, sigma^2) in [0,1] pixel units; on the [-1,1] scale that is 2 * sigma, and
+x_t / sqrt(abar_t) = y + sqrt((1 - abar_t) / abar_t) * eps, so t* is the t whose
+sqrt((1 - abar_t) / abar_t) is nearest 2 * sigma (method.md section 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+# Schedules computed here in float64 (as OpenAI's numpy code does); others go through diffusers.
+KNOWN_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def noise_levels(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sqrt((1 - abar_t) / abar_t) for every t: (T,) float64, the noise std on the [-1,1] scale."""
+    abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+    return torch.sqrt((1.0 - abar) / abar)
+
+
+def t_star_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
+    """The DDS timestep for pixel-unit noise ``sigma``: argmin_t |sqrt((1-abar_t)/abar_t) - 2 sigma|.
+
+    Raises ValueError for a negative sigma, or one beyond the schedule's largest noise (then no
+    timestep of this model ever saw that much noise and one-shot denoising is meaningless).
+    """
+    sigma = float(sigma)
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma must be a finite number >= 0 (pixel units), got {sigma}")
+    levels = noise_levels(alphas_cumprod)
+    largest = float(levels.max())
+    if 2.0 * sigma > largest:
+        raise ValueError(
+            f"sigma={sigma} is beyond this diffusion schedule's largest noise: its noisiest timestep "
+            f"has sqrt((1-abar)/abar)/2 = {largest / 2:.4g} in pixel units ({len(levels)} timesteps). "
+            "Use a smaller sigma or a model trained with a longer/noisier schedule."
+        )
+    return int(torch.argmin(torch.abs(levels - 2.0 * sigma)))
+
+
+def achieved_sigma(alphas_cumprod: torch.Tensor, t: int) -> float:
+    """The pixel-unit noise level that timestep t denoises: sqrt((1 - abar_t) / abar_t) / 2."""
+    return float(noise_levels(alphas_cumprod)[int(t)]) / 2.0
+
+
+def betas_linear(num_steps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """DDPM's linear schedule (float64), as OpenAI's ``np.linspace(beta_start, beta_end, T)``."""
+    return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+
+
+def betas_cosine(num_steps: int, max_beta: float = 0.999, s: float = 0.008) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule (improved-diffusion; diffusers ``squaredcos_cap_v2``).
+
+    abar(u) = cos((u + s) / (1 + s) * pi / 2)^2 and beta_i = min(1 - abar((i+1)/T) / abar(i/T), max_beta).
+    """
+
+    def abar(u: float) -> float:
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    betas = [min(1 - abar((i + 1) / num_steps) / abar(i / num_steps), max_beta) for i in range(num_steps)]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
+    return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
+
+
+def alphas_cumprod_from_scheduler_config(config: Mapping[str, Any]) -> torch.Tensor:
+    """abar (T,) float64 from a diffusers scheduler config (scheduler_config.json as a dict).
+
+    DDPM-family schedules are recomputed in float64 (diffusers keeps float32, which can move t* by
+    one step at near-ties against the original float64 schedules); anything else is delegated to
+    the diffusers scheduler class named in the config.
+    """
+    num_steps = int(config.get("num_train_timesteps", 1000))
+    trained = config.get("trained_betas")
+    schedule = config.get("beta_schedule", "linear")
+    if trained is not None:
+        betas = torch.as_tensor(trained, dtype=torch.float64)
+    elif schedule == "linear":
+        betas = betas_linear(
+            num_steps, float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+        )
+    elif schedule == "scaled_linear":
+        start, end = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+        betas = betas_linear(num_steps, start**0.5, end**0.5) ** 2
+    elif schedule == "squaredcos_cap_v2":
+        betas = betas_cosine(num_steps)
+    else:
+        return _alphas_cumprod_via_diffusers(config)
+    if config.get("rescale_betas_zero_snr"):
+        # Zero terminal SNR makes abar_T = 0 (infinite noise); diffusers knows how to build it.
+        return _alphas_cumprod_via_diffusers(config)
+    return alphas_cumprod_from_betas(betas)
+
+
+def _alphas_cumprod_via_diffusers(config: Mapping[str, Any]) -> torch.Tensor:
+    import diffusers
+
+    name = config.get("_class_name", "DDPMScheduler")
+    cls = getattr(diffusers, str(name), None)
+    if cls is None:
+        raise ValueError(f"unknown diffusers scheduler class {name!r} in the scheduler config")
+    scheduler = cls.from_config(dict(config))
+    abar = getattr(scheduler, "alphas_cumprod", None)
+    if abar is None:
+        raise ValueError(
+            f"scheduler {name} has no alphas_cumprod: DDS needs a DDPM-style (variance-preserving) schedule"
+        )
+    return torch.as_tensor(abar, dtype=torch.float64)

@@ -1,0 +1,151 @@
+"""ddsx-denoiser: DDPM training wiring (Hydra app -> LightningModule), EMA, resume, saved folder, convert mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+from hydra.core.global_hydra import GlobalHydra
+
+from ddsx.cli.denoiser import build_denoiser_training, run
+from ddsx.denoisers.ddpm_module import DDPMModule
+from ddsx.denoisers.dds import DiffusionDenoiser
+from ddsx.denoisers.load import load_diffusers_denoiser
+from tests.adm_reference.unet import ReferenceADMUNet
+from tests.conftest import compose_config
+
+# A 2-level UNet on the 8x8 sklearn digits: the whole app runs in seconds.
+TINY = [
+    "dataset=digits",
+    "denoiser_model.block_out_channels=[8,16]",
+    "denoiser_model.down_block_types=[DownBlock2D,DownBlock2D]",
+    "denoiser_model.up_block_types=[UpBlock2D,UpBlock2D]",
+    "denoiser_model.norm_num_groups=4",
+    "denoiser_model.attention_head_dim=8",
+    "module.num_samples=4",
+    "module.sample_steps=2",
+    "logger=none",
+]
+
+
+@pytest.fixture
+def compose_denoiser(tmp_path: Path):
+    def _compose(*overrides: str):
+        return compose_config(
+            "ddsx_denoiser", [f"paths.root_dir={tmp_path}", *TINY, *overrides], tmp_path / "run"
+        )
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def test_fast_dev_run_saves_a_loadable_denoiser(compose_denoiser, tmp_path):
+    cfg = compose_denoiser("debug=fast_dev_run")
+    metrics = run(cfg)
+    assert metrics["train/loss_step"] > 0 and metrics["val/l2_ratio@0.5"] > 0
+    # A smoke run never overwrites the real save_dir: it goes to the run folder.
+    saved = Path(metrics["save_dir"])
+    assert saved == tmp_path / "run" / "denoiser" and not Path(cfg.save_dir).exists()
+    assert (tmp_path / "run" / "samples" / "samples_epoch000.png").is_file()
+    denoiser = load_diffusers_denoiser(saved, sigma=0.5)
+    assert isinstance(denoiser, DiffusionDenoiser) and denoiser.unet.config.sample_size == 8
+    out = denoiser(torch.rand(3, 1, 8, 8))
+    assert out.shape == (3, 1, 8, 8) and 0 <= out.min() and out.max() <= 1
+
+
+def test_resume_restores_weights_and_ema(compose_denoiser, tmp_path):
+    short = ["debug=limit", "module.num_samples=0", "save_dir=" + str(tmp_path / "ddpm")]
+    datamodule, module, trainer = build_denoiser_training(compose_denoiser(*short, "trainer.max_epochs=1"))
+    trainer.fit(module, datamodule=datamodule)
+    steps = trainer.global_step
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    ema_keys = [k for k in state if k.startswith("ema_unet.")]
+    assert ema_keys and any(k.startswith("unet.") for k in state)
+    # Resuming a finished run trains nothing: the module holds exactly the saved live and EMA weights.
+    datamodule, restored, trainer = build_denoiser_training(compose_denoiser(*short, "trainer.max_epochs=1"))
+    trainer.fit(restored, datamodule=datamodule, ckpt_path=str(ckpt))
+    for key, value in restored.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0)
+    # Resuming with more epochs continues the step count.
+    datamodule, resumed, trainer = build_denoiser_training(compose_denoiser(*short, "trainer.max_epochs=2"))
+    trainer.fit(resumed, datamodule=datamodule, ckpt_path=str(ckpt))
+    assert trainer.global_step == 2 * steps
+
+
+def _module(**kwargs) -> DDPMModule:
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+    )
+    return DDPMModule(unet, DDPMScheduler(num_train_timesteps=1000), optimizer=torch.optim.Adam, **kwargs)
+
+
+def test_ema_update_rule():
+    module = _module(ema_decay=0.999)
+    before = [p.detach().clone() for p in module.ema_unet.parameters()]
+    with torch.no_grad():
+        for p in module.unet.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # global_step 0: warm-up decay min(0.999, 1/10) = 0.1
+    for ema, old, live in zip(module.ema_unet.parameters(), before, module.unet.parameters(), strict=True):
+        torch.testing.assert_close(ema, 0.1 * old + 0.9 * live)
+        assert not ema.requires_grad
+
+
+def test_dds_timestep_sampling_concentrates_on_the_t_star_range():
+    module = _module(timestep_sampling="dds", dds_sigma_range=(0.25, 0.5), dds_fraction=1.0)
+    assert module.dds_t_range == (144, 258)  # linear schedule t* for sigma 0.25 and 0.5 (hand values)
+    t = module.sample_timesteps(10_000, torch.device("cpu"))
+    assert t.min() >= 144 and t.max() <= 258
+    mixed = _module(timestep_sampling="dds", dds_sigma_range=(0.25, 0.5), dds_fraction=0.5)
+    t = mixed.sample_timesteps(20_000, torch.device("cpu"))
+    inside = (t >= 144) & (t <= 258)
+    # 50% focused + 50% uniform (which lands inside with probability 115/1000).
+    assert inside.float().mean().item() == pytest.approx(0.5 + 0.5 * 115 / 1000, abs=0.015)
+    with pytest.raises(ValueError, match="timestep_sampling"):
+        _module(timestep_sampling="log")
+
+
+def test_unet_size_must_fit_the_data(compose_denoiser):
+    cfg = compose_denoiser(
+        "denoiser_model.block_out_channels=[8,16,16,16]",
+        "denoiser_model.down_block_types=[DownBlock2D,DownBlock2D,DownBlock2D,DownBlock2D]",
+        "denoiser_model.up_block_types=[UpBlock2D,UpBlock2D,UpBlock2D,UpBlock2D]",
+        "dataset=mnist5k",
+    )
+    with pytest.raises(ValueError, match="divisible by 8.*module.image_size to e.g. 32"):
+        build_denoiser_training(cfg)
+
+
+def test_convert_mode_through_the_app(compose_denoiser, tmp_path):
+    small = dict(
+        image_size=16,
+        model_channels=32,
+        num_res_blocks=1,
+        channel_mult=(1, 2),
+        attention_resolutions=(8,),
+        num_heads=2,
+        diffusion_steps=40,
+    )
+    original = ReferenceADMUNet(3, 32, 6, 1, (2,), (1, 2), num_heads=2)
+    torch.save(original.state_dict(), tmp_path / "adm.pt")
+    model_overrides = [
+        f"+convert.model.{k}={list(v) if isinstance(v, tuple) else v}" for k, v in small.items()
+    ]
+    cfg = compose_denoiser("mode=convert", f"convert.src={tmp_path / 'adm.pt'}", *model_overrides)
+    dst = run(cfg)
+    assert dst == tmp_path / "checkpoints" / "denoisers" / "cifar10_improved_uncond"
+    denoiser = load_diffusers_denoiser(dst, sigma=0.5)
+    assert denoiser.describe()["num_train_timesteps"] == 40
+    with pytest.raises(ValueError, match="mode must be one of"):
+        run(compose_denoiser("mode=finetune"))
