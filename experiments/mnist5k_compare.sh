@@ -10,7 +10,7 @@ OUT=${OUT:-outputs/mnist5k_compare}
 SIGMA=0.5
 # The same training budget for every trained method, and the same certification for every method.
 TRAIN="dataset=mnist5k classifier=lenet sigma=$SIGMA optimizer.lr=2e-3 trainer.max_epochs=10 seed=0"
-CERTIFY="certify.n0=100 certify.n=${N:-2000} certify.alpha=0.001 certify.skip=${SKIP:-10} certify.max=${MAX:-100} certify.batch_size=500 certify.seed=0"
+CERTIFY="certify.n0=100 certify.n=${N:-1000} certify.alpha=0.001 certify.skip=${SKIP:-10} certify.max=${MAX:-100} certify.batch_size=500 certify.seed=0"
 
 # The denoiser: trained once by ddsx-denoiser (as in make run) and reused.
 [ -f checkpoints/denoisers/mnist5k_ddpm/model_index.json ] || ddsx-denoiser
@@ -27,4 +27,4 @@ ddsx-train $TRAIN method=dds_finetune denoiser=mnist5k callbacks=certify $CERTIF
 ddsx-train $TRAIN method=dds_adv attack=mnist denoiser=mnist5k callbacks=certify $CERTIFY hydra.run.dir=$OUT/dds_adv
 
 ddsx-report $OUT/gaussian $OUT/dds $OUT/dds_finetune $OUT/dds_adv --out experiments/results/mnist5k_sigma0.5 \
-    --title "mnist5k, sigma = 0.5, n = ${N:-2000}"
+    --title "mnist5k, sigma = 0.5, n = ${N:-1000}"
