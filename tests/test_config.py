@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -62,3 +66,38 @@ def test_any_field_overridable(compose_train):
     cfg = compose_train("sigma=0.5", "optimizer.lr=0.123", "trainer.max_epochs=3", "dataset.batch_size=17")
     assert cfg.sigma == 0.5 and cfg.method.sigma == 0.5
     assert cfg.optimizer.lr == 0.123 and cfg.trainer.max_epochs == 3 and cfg.dataset.batch_size == 17
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        (
+            "imagenet_dds_adv",
+            {
+                "trainer.strategy": "ddp",
+                "trainer.accumulate_grad_batches": 4,
+                "trainer.precision": "bf16-mixed",
+                "attack.step_size": 0.05,
+            },
+        ),
+        ("cifar10_dds_adv", {"trainer.precision": "bf16-mixed", "attack.steps": 2, "attack.epsilon": None}),
+        ("mnist_dds_adv", {"attack.epsilon": 0.1, "optimizer.lr": 5e-5, "trainer.max_epochs": 20}),
+    ],
+)
+def test_recipes_print_their_resolved_config_from_the_console_script(tmp_path, recipe, expected):
+    """`ddsx-train --cfg job experiment=<recipe>` works from the installed entry point (any cwd)."""
+    script = Path(sys.executable).with_name("ddsx-train")
+    result = subprocess.run(
+        [str(script), "--cfg", "job", "--resolve", f"experiment={recipe}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = OmegaConf.create(result.stdout)
+    assert (
+        printed.method._target_.endswith("DDSAdversarialModule") and printed.method.attack == printed.attack
+    )
+    for key, value in expected.items():
+        assert OmegaConf.select(printed, key) == value, key
