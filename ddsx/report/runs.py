@@ -65,6 +65,9 @@ def load_run(path: Path) -> Run:
         run.sigma = settings.get("sigma")
         run.dataset = str(settings.get("dataset", "?"))
         run.denoiser = str(identity.get("denoiser", {}).get("name", "none"))
+        source = (info.get("denoiser") or {}).get("source")
+        if run.denoiser != "none" and source:
+            run.denoiser = Path(str(source)).name  # the denoiser's folder says more than its class
         run.method = str(info.get("run", {}).get("method") or "?")
         run.classifier = str(info.get("run", {}).get("classifier") or "")
         run.extra = {"n": settings.get("n"), "alpha": settings.get("alpha"), "split": settings.get("split")}
