@@ -21,6 +21,7 @@ class SaveFirstBatch(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 0:
             pl_module.first_batch = batch[0].detach().clone()
+            pl_module.first_noise = torch.randn(16)  # what this rank's noise stream gives
 
 
 def main(out: Path) -> None:
@@ -51,7 +52,10 @@ def main(out: Path) -> None:
         torch.save({k: v.clone() for k, v in model.classifier.state_dict().items()}, out / "init.pt")
     trainer.fit(model, datamodule=datamodule)
     state = {k: v.detach().cpu() for k, v in model.classifier.state_dict().items()}
-    torch.save({"state": state, "first_batch": model.first_batch}, out / f"rank{trainer.global_rank}.pt")
+    torch.save(
+        {"state": state, "first_batch": model.first_batch, "first_noise": model.first_noise},
+        out / f"rank{trainer.global_rank}.pt",
+    )
 
 
 if __name__ == "__main__":

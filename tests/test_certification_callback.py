@@ -10,6 +10,7 @@ import pytest
 from ddsx.certification import read_results, sidecar_path
 from ddsx.certification.callback import CertifyCallback
 from ddsx.cli.train import build_training
+from ddsx.denoisers import IdentityDenoiser
 
 CHEAP = [
     "certify.n0=4",
@@ -73,3 +74,23 @@ def test_settings_are_validated_at_construction(tmp_path: Path) -> None:
         CertifyCallback({"nn": 5, "output": str(tmp_path / "c.tsv")})
     callback = CertifyCallback({"n": 10, "output": str(tmp_path / "c.tsv")}, max=3, weights="last")
     assert callback.settings.max_examples == 3 and callback.settings.n == 10
+
+
+class SigmaRecordingDenoiser(IdentityDenoiser):
+    """Identity that remembers the sigma it was tuned to at each call (t* follows sigma in DDS)."""
+
+    seen: list[float] = []
+
+    def forward(self, x_noisy):
+        SigmaRecordingDenoiser.seen.append(self.sigma)
+        return x_noisy
+
+
+def test_denoiser_follows_certify_sigma_then_returns_to_training_sigma(compose_train) -> None:
+    SigmaRecordingDenoiser.seen = []
+    target = f"{__name__}.{SigmaRecordingDenoiser.__name__}"
+    cfg, model, trainer = _fit(compose_train, f"denoiser._target_={target}", "certify.sigma=0.25")
+    rows = read_results(Path(cfg.paths.output_dir) / "certify.tsv")
+    assert all(r.sigma == 0.25 for r in rows)
+    assert SigmaRecordingDenoiser.seen[-1] == 0.25  # the last calls were certification's
+    assert model.denoiser.sigma == 0.5  # and the module's denoiser is tuned back for training

@@ -71,8 +71,9 @@ def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path)
     assert rows[0].sigma == 0.25
 
 
-def test_certifies_through_a_diffusion_denoiser_folder(compose_certify, tmp_path: Path) -> None:
-    diffusers = pytest.importorskip("diffusers")
+def save_tiny_ddpm(folder: Path) -> None:
+    import diffusers
+
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(
         sample_size=8,
@@ -84,8 +85,14 @@ def test_certifies_through_a_diffusion_denoiser_folder(compose_certify, tmp_path
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
-    unet.save_pretrained(tmp_path / "ddpm" / "unet")
-    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "ddpm" / "scheduler")
+    unet.save_pretrained(folder / "unet")
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
+
+
+def test_certifies_through_a_diffusion_denoiser_folder(compose_certify, tmp_path: Path) -> None:
+    import diffusers
+
+    save_tiny_ddpm(tmp_path / "ddpm")
     cfg = compose_certify(
         "denoiser=diffusers", f"denoiser.path={tmp_path / 'ddpm'}", "certify.sigma=0.25", "certify.max=2"
     )
@@ -96,6 +103,22 @@ def test_certifies_through_a_diffusion_denoiser_folder(compose_certify, tmp_path
     expected = int(((1 - abar) / abar).sqrt().sub(0.5).abs().argmin())
     assert t_star == [expected, expected]
     assert '"name": "dds"' in sidecar_path(path).read_text()
+
+
+def test_checkpoint_trained_through_a_denoiser_is_certified_through_it(
+    compose_certify, tmp_path: Path
+) -> None:
+    save_tiny_ddpm(tmp_path / "ddpm")
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    state = torch.load(ckpt, weights_only=True)
+    state["ddsx_config"]["denoiser"] = {
+        "_target_": "ddsx.denoisers.load.load_diffusers_denoiser",
+        "path": str(tmp_path / "ddpm"),
+        "sigma": 0.5,
+    }
+    torch.save(state, ckpt)
+    rows = read_results(certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1")))
+    assert rows[0].t_star is not None, "the default denoiser=none must not drop the checkpoint's denoiser"
 
 
 @pytest.mark.parametrize(

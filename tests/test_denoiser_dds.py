@@ -186,3 +186,16 @@ def test_set_sigma_retunes_and_bad_sigma_fails():
         DiffusionDenoiser(_tiny_unet(), ABAR[:50], 0.5)
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusionDenoiser(_tiny_unet(), ABAR, 0.5, prediction_type="noise")  # type: ignore[arg-type]
+
+
+def test_auto_resolution_pads_smaller_inputs_and_resizes_larger_ones():
+    from ddsx.denoisers.resolution import fit_to_model
+
+    small = torch.randn(2, 1, 28, 28)
+    padded, undo = fit_to_model(small, (32, 32), "auto")
+    # Reflect padding copies noisy pixels: the noise keeps its level, and cropping gives x back exactly.
+    assert padded.shape[-2:] == (32, 32) and torch.equal(undo(padded), small)
+    assert torch.equal(padded[..., 2:30, 2:30], small)
+    large = torch.rand(2, 1, 40, 40)
+    resized, undo = fit_to_model(large, (32, 32), "auto")
+    assert resized.shape[-2:] == (32, 32) and undo(resized).shape[-2:] == (40, 40)

@@ -55,6 +55,12 @@ def test_fast_dev_run_saves_a_loadable_denoiser(compose_denoiser, tmp_path):
     assert out.shape == (3, 1, 8, 8) and 0 <= out.min() and out.max() <= 1
 
 
+def test_training_at_another_resolution_than_the_data(compose_denoiser):
+    """module.image_size resizes for the UNet; validation must still compare at the data's size."""
+    metrics = run(compose_denoiser("debug=fast_dev_run", "module.image_size=16"))
+    assert metrics["val/loss"] > 0 and 0 < metrics["val/l2_ratio@0.5"]
+
+
 def test_resume_restores_weights_and_ema(compose_denoiser, tmp_path):
     short = ["debug=limit", "module.num_samples=0", "save_dir=" + str(tmp_path / "ddpm")]
     datamodule, module, trainer = build_denoiser_training(compose_denoiser(*short, "trainer.max_epochs=1"))

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from ddsx.cli.train import build_training, train
+from ddsx.cli.train import build_training, fit_and_test, train
+from ddsx.methods.dds_adv import DDSAdversarialModule
 from ddsx.methods.smoothadv import SmoothAdvModule
 from ddsx.models.classifiers import lenet
 
@@ -37,8 +39,8 @@ def test_dds_trains_nothing(compose_train):
     cfg = compose_train("dataset=digits", "debug=fast_dev_run", "method=dds")
     datamodule, model, trainer = build_training(cfg)
     before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
-    train(cfg)
-    assert not model.trainable
+    metrics = fit_and_test(cfg, datamodule, model, trainer)
+    assert not model.trainable and trainer.global_step == 0 and "test/acc_noisy" in metrics
     assert all(torch.equal(v, before[k]) for k, v in model.classifier.state_dict().items())
 
 
@@ -95,6 +97,7 @@ def test_ddp_two_processes_keep_classifiers_identical(tmp_path):
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     init = torch.load(tmp_path / "init.pt", weights_only=True)
     assert not torch.equal(r0["first_batch"], r1["first_batch"]), "ranks must train on different data"
+    assert not torch.equal(r0["first_noise"], r1["first_noise"]), "ranks must draw independent noise"
     for key in init:
         assert torch.equal(r0["state"][key], r1["state"][key]), f"{key} differs between ranks"
     assert any(not torch.equal(r0["state"][k], init[k]) for k in init), "a step must change the weights"
@@ -115,3 +118,29 @@ def test_dds_is_certified_without_training(compose_train):
     assert 0.0 <= metrics["cert/acc@0"] <= 1.0
     rows = (Path(cfg.paths.output_dir) / "certify.tsv").read_text().splitlines()
     assert rows[0].startswith("idx\tlabel\tpredict\tradius\tcorrect\ttime") and len(rows) == 4
+
+
+def _lenet_with_batchnorm():
+    torch.manual_seed(0)
+    model = lenet()
+    model.network.features.insert(1, nn.BatchNorm2d(6))
+    return model.train()
+
+
+@pytest.mark.parametrize("method", ["dds_adv", "smoothadv"])
+def test_attack_passes_leave_batchnorm_and_grads_alone(method):
+    """Only the outer training forward may update BN statistics; the attack writes no .grad."""
+    classifier = _lenet_with_batchnorm()
+    if method == "dds_adv":
+        attack = {"steps": 3, "step_size": 0.1, "epsilon": 0.3}
+        module = DDSAdversarialModule(classifier, 10, 0.5, torch.optim.SGD, attack=attack)
+    else:
+        module = SmoothAdvModule(classifier, 10, 0.5, torch.optim.SGD, epsilon=0.5, steps=3, num_noise=2)
+    batchnorm = classifier.network.features[1]
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    loss, _ = module.training_loss(x, y)
+    assert int(batchnorm.num_batches_tracked) == 1, "attack forwards must not update BN statistics"
+    assert all(p.grad is None for p in classifier.parameters())
+    assert classifier.training and all(p.requires_grad for p in classifier.parameters())
+    loss.backward()
+    assert all(p.grad is not None for p in classifier.parameters())

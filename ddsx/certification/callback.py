@@ -17,6 +17,7 @@ from ddsx.certification.models import run_info
 from ddsx.certification.reporting import format_summary, log_certification
 from ddsx.certification.results_file import read_results
 from ddsx.certification.settings import CertifySettings
+from ddsx.denoisers.base import Denoiser
 from ddsx.models.checkpoints import CLASSIFIER_PREFIX
 from ddsx.models.pipeline import DenoisedClassifier
 from ddsx.smoothing import Smooth
@@ -84,6 +85,10 @@ class CertifyCallback(Callback):
         home, modes = _device_of(base), {m: m.training for m in base.modules()}
         # After fit Lightning has moved the module to the CPU; certify on the training device.
         base.to(device).eval()
+        # certify.sigma may differ from the training sigma: t* must follow the certified sigma.
+        trained_sigma = getattr(denoiser, "sigma", None)
+        if isinstance(denoiser, Denoiser) and trained_sigma != settings.require_sigma():
+            denoiser.set_sigma(settings.require_sigma())
         smooth = Smooth(base, datamodule.num_classes, settings.require_sigma(), settings.autocast_dtype)
         identity = run_identity(
             settings,
@@ -108,6 +113,8 @@ class CertifyCallback(Callback):
             )
         finally:
             base.to(home)  # shared with the module (classifier, denoiser): leave it as it was
+            if isinstance(denoiser, Denoiser) and trained_sigma is not None:
+                denoiser.set_sigma(trained_sigma)
             for module, mode in modes.items():
                 module.training = mode
         if trainer.is_global_zero:

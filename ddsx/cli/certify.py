@@ -17,7 +17,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric import Fabric
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ddsx.certification.engine import certify_dataset
 from ddsx.certification.identity import identity_differences, run_identity
@@ -65,7 +65,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     settings = settings.with_sigma(settings.sigma if settings.sigma is not None else run_config.get("sigma"))
     sigma = settings.require_sigma()
     _warn_on_mismatch(cfg, run_config)
-    denoiser = build_denoiser(cfg.get("denoiser"), sigma)
+    denoiser = build_denoiser(denoiser_config(cfg, run_config), sigma)
     base = DenoisedClassifier(classifier, denoiser).to(fabric.device).eval()
     smooth = Smooth(base, datamodule.num_classes, sigma, settings.autocast_dtype)
     identity = run_identity(
@@ -119,6 +119,22 @@ def load_classifier_for(cfg: DictConfig, datamodule) -> tuple[Any, dict[str, Any
         cfg.classifier, num_classes=datamodule.num_classes, in_channels=datamodule.image_shape[0]
     )
     return classifier.eval(), {}, str(cfg.classifier.get("_target_"))
+
+
+def denoiser_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig | None:
+    """The configured denoiser; with the default ``denoiser=none`` and a checkpoint trained through a
+    denoiser (dds_finetune, dds_adv), the checkpoint's own: h alone is not the model that was trained."""
+    configured = cfg.get("denoiser")
+    trained = run_config.get("denoiser")
+    configured_target = str((configured or {}).get("_target_", ""))
+    trained_target = str(trained.get("_target_", "")) if isinstance(trained, dict) else ""
+    if configured_target.endswith("IdentityDenoiser") and trained_target and "Identity" not in trained_target:
+        log.info(
+            "the checkpoint was trained through %s: certifying h o D with it",
+            trained.get("path", trained_target),
+        )
+        return OmegaConf.create(trained)
+    return configured
 
 
 def _warn_on_mismatch(cfg: DictConfig, run_config: dict[str, Any]) -> None:

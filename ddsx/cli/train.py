@@ -58,10 +58,16 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (resuming from ``ckpt_path`` if given), then test; returns the final metrics."""
+    """Build everything from ``cfg``, fit (resuming from ``ckpt_path`` if given), then test."""
     # W&B stays offline unless the user says otherwise (this machine may have no network at all).
     os.environ.setdefault("WANDB_MODE", "offline")
-    datamodule, model, trainer = build_training(cfg)
+    return fit_and_test(cfg, *build_training(cfg))
+
+
+def fit_and_test(
+    cfg: DictConfig, datamodule: L.LightningDataModule, model: L.LightningModule, trainer: L.Trainer
+) -> dict[str, float]:
+    """Fit (methods that train nothing skip it), then test; returns the final metrics."""
     log.info(
         "data %s, classifier %s, method %s, sigma %s",
         type(datamodule).__name__,

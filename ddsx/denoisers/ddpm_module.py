@@ -168,9 +168,11 @@ class DDPMModule(L.LightningModule):
         noise = torch.randn(x.shape, generator=gen).to(x)
         t = torch.randint(0, self.num_train_timesteps, (x.shape[0],), generator=gen).to(x.device)
         n = x.shape[0]
+        x_model = self.prepare(x)  # the training resolution, which may differ from the dataset's
+        model_noise = torch.randn(x_model.shape, generator=gen).to(x)
         self.log(
             "val/loss",
-            self.diffusion_loss(self.ema_unet, self.prepare(x), t, noise),
+            self.diffusion_loss(self.ema_unet, x_model, t, model_noise),
             batch_size=n,
             sync_dist=True,
         )

@@ -39,8 +39,9 @@ class DiffusionDenoiser(Denoiser):
         num_steps: 1 = one shot; k > 1 = k deterministic DDIM steps from t* to 0.
         prediction_type: what the UNet predicts: "epsilon" (DDPM, ADM), "sample" (x0) or "v_prediction".
         resolution: how inputs whose size differs from the model's (``unet.config.sample_size``) are
-            fitted: "resize" (interpolate there and back), "pad" (centre-pad, then crop back; only for
-            smaller inputs) or "native" (feed as is: UNets are convolutional).
+            fitted: "auto" (pad smaller inputs, resize larger ones), "resize" (interpolate there and
+            back: correlates and shrinks the noise, so t* no longer matches it), "pad" (centre-pad,
+            then crop back; only for smaller inputs) or "native" (feed as is: UNets are convolutional).
         interpolation: mode for "resize" and ``output_size`` (bilinear, bicubic, nearest).
         pad_mode: reflect (default: the padding then carries noise of the same level, which is what the
             model expects everywhere), replicate or constant (with ``pad_value`` in [0,1] pixel units).
@@ -59,7 +60,7 @@ class DiffusionDenoiser(Denoiser):
         *,
         num_steps: int = 1,
         prediction_type: PredictionType = "epsilon",
-        resolution: Literal["resize", "pad", "native"] = "resize",
+        resolution: Literal["auto", "resize", "pad", "native"] = "auto",
         interpolation: str = "bilinear",
         pad_mode: Literal["reflect", "replicate", "constant"] = "reflect",
         pad_value: float = 0.0,

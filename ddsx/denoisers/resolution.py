@@ -13,9 +13,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-ResolutionMode = Literal["resize", "pad", "native"]
+ResolutionMode = Literal["auto", "resize", "pad", "native"]
 PadMode = Literal["reflect", "replicate", "constant"]
-RESOLUTION_MODES = ("resize", "pad", "native")
+RESOLUTION_MODES = ("auto", "resize", "pad", "native")
 PAD_MODES = ("reflect", "replicate", "constant")
 
 
@@ -79,6 +79,11 @@ def fit_to_model(
     size_in = (int(x.shape[-2]), int(x.shape[-1]))
     if model_size is None or mode == "native" or size_in == tuple(model_size):
         return x, lambda y: y
+    if mode == "auto":
+        # Padding keeps the noise white with the std the t* rule assumes; resizing a noisy image does
+        # not (upsampling correlates and shrinks it), so resize only images too large to pad.
+        fits = size_in[0] <= model_size[0] and size_in[1] <= model_size[1]
+        mode = "pad" if fits else "resize"
     if mode == "pad":
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")

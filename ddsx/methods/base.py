@@ -117,6 +117,12 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_acc, "test")
 
+    def on_train_start(self) -> None:
+        # seed_everything gives every DDP process the same seed, so each would draw the same noise
+        # for its shard of the global batch; offset the stream by rank to keep the draws independent.
+        if self.trainer.world_size > 1:
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.classifier.parameters())
         if self.scheduler_factory is None:

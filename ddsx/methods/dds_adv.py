@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 from ddsx.methods.base import ClassifierModule
 from ddsx.methods.noise_attack import AttackStrength, classifier_noise_loss, frozen, worst_case_noise_shift
+from ddsx.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 class DDSAdversarialModule(ClassifierModule):
@@ -27,6 +30,10 @@ class DDSAdversarialModule(ClassifierModule):
     def __init__(self, *args: Any, attack: dict | AttackStrength, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attack = attack if isinstance(attack, AttackStrength) else AttackStrength(**dict(attack))
+        if self.attack.steps == 0 or self.attack.step_size == 0:
+            log.warning(
+                "method=dds_adv with a zero attack (attack=none?): this trains exactly as dds_finetune"
+            )
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eps = torch.randn_like(x)
