@@ -101,3 +101,10 @@ def test_recipes_print_their_resolved_config_from_the_console_script(tmp_path, r
     )
     for key, value in expected.items():
         assert OmegaConf.select(printed, key) == value, key
+
+
+@pytest.mark.parametrize(("recipe", "sigma"), [("mnist5k_dds_adv", 0.5), ("mnist_dds_adv", 0.5)])
+def test_recipe_values_beat_the_primary_config(compose_train, recipe, sigma):
+    """An experiment's top-level keys (sigma) must override ddsx_train.yaml's defaults."""
+    cfg = compose_train(f"experiment={recipe}")
+    assert cfg.sigma == sigma and cfg.method.sigma == sigma and cfg.certify.sigma == sigma
