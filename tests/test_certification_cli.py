@@ -17,7 +17,7 @@ from hydra.core.global_hydra import GlobalHydra
 from ddsx.certification import InvalidSettingError, read_results, sidecar_path
 from ddsx.cli.certify import certify
 from ddsx.models.classifiers import lenet
-from tests.conftest import compose_config
+from tests.conftest import compose_config, tiny_unet
 
 FAST = ["dataset=digits", "certify.n0=4", "certify.n=40", "certify.batch_size=40", "certify.progress=false"]
 
@@ -74,17 +74,7 @@ def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path)
 def save_tiny_ddpm(folder: Path) -> None:
     import diffusers
 
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 8),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    unet = tiny_unet(sample_size=8)
     unet.save_pretrained(folder / "unet")
     diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(folder / "scheduler")
 

@@ -21,6 +21,7 @@ from ddsx.certification import (
     sidecar_path,
 )
 from ddsx.smoothing import Smooth
+from tests.conftest import tiny_unet
 
 NUM_CLASSES = 3
 
@@ -206,17 +207,7 @@ def test_diffusion_denoiser_t_star_is_recorded_in_rows_and_settings(tmp_path: Pa
     from ddsx.denoisers.dds import DiffusionDenoiser
     from ddsx.models.pipeline import DenoisedClassifier
 
-    torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(
-        sample_size=4,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 8),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    unet = tiny_unet(sample_size=4)
     abar = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
     denoiser = build_denoiser(None, 0.25)
     assert denoiser.describe()["name"] == "none"
