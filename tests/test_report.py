@@ -111,7 +111,10 @@ def test_reads_six_column_files_of_cohen_et_al(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
-    assert main([str(tmp_path / "missing")]) == 2
-    assert "no such file or folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "missing")])
+    assert exit_.value.code == 2 and "no such file or folder" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main([str(tmp_path / "empty")]) == 1
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "empty")])
+    assert exit_.value.code == 2 and "no certification files" in capsys.readouterr().err

@@ -26,6 +26,7 @@ from ddsx.certification.reporting import format_summary, log_certification
 from ddsx.certification.results_file import read_results
 from ddsx.certification.settings import CertifySettings, InvalidSettingError
 from ddsx.cli import CONF_DIR
+from ddsx.cli.errors import console_script, expected_errors
 from ddsx.models.pipeline import DenoisedClassifier
 from ddsx.smoothing import Smooth
 from ddsx.utils.logging import get_logger
@@ -155,7 +156,9 @@ def _hydra_choices() -> dict[str, Any]:
     return {group: choices.get(group) for group in ("classifier", "denoiser")}
 
 
+@console_script
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_certify")
+@expected_errors
 def main(cfg: DictConfig) -> float | None:
     # W&B stays offline unless the user says otherwise, as in ddsx-train.
     os.environ.setdefault("WANDB_MODE", "offline")

@@ -12,6 +12,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
+from ddsx.cli.errors import console_script, expected_errors
 from ddsx.cli.train import instantiate_dict
 from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
@@ -98,7 +99,8 @@ def train_denoiser(cfg: DictConfig) -> dict[str, Any]:
 
 def convert(cfg: DictConfig) -> Path:
     """``mode=convert``: OpenAI checkpoint ``convert.src`` of ``convert.family`` -> diffusers folder ``convert.dst``."""
-    overrides = OmegaConf.to_container(cfg.convert.get("model") or {}, resolve=True)
+    model = cfg.convert.get("model")
+    overrides = OmegaConf.to_container(model, resolve=True) if model else {}
     return convert_adm_checkpoint(cfg.convert.src, cfg.convert.dst, cfg.convert.family, overrides)  # type: ignore[arg-type]
 
 
@@ -111,7 +113,9 @@ def run(cfg: DictConfig) -> Any:
     return train_denoiser(cfg) if cfg.mode == "train" else convert(cfg)
 
 
+@console_script
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_denoiser")
+@expected_errors
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

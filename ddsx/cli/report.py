@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from ddsx.certification.settings import DEFAULT_RADII
+from ddsx.cli.errors import DDSXError, console_script
 from ddsx.report.plots import plot_certified_accuracy
 from ddsx.report.runs import Run, load_runs
 from ddsx.report.tables import envelope_table, summary_table, to_latex, to_markdown
@@ -90,16 +91,12 @@ def write_report(
     return paths
 
 
+@console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        runs = load_runs(args.paths)
-    except FileNotFoundError as error:
-        print(f"ddsx-report: {error}", file=sys.stderr)
-        return 2
+    runs = load_runs(args.paths)
     if not runs:
-        print(f"ddsx-report: no certification files (*.tsv) under {' '.join(args.paths)}", file=sys.stderr)
-        return 1
+        raise DDSXError(f"no certification files (*.tsv) under {' '.join(args.paths)}")
     out = args.out or _default_out(args.paths)
     paths = write_report(runs, args.radii, out, args.max_radius, args.title)
     print(paths["md"].read_text())

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ddsx.cli import CONF_DIR
+from ddsx.cli.errors import console_script, expected_errors
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
@@ -103,7 +104,9 @@ def _print_summary(metrics: dict[str, float]) -> None:
         print("Final metrics:\n" + "\n".join(lines), flush=True)
 
 
+@console_script
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_train")
+@expected_errors
 def main(cfg: DictConfig) -> float | None:
     save_resolved_config(cfg, cfg.paths.output_dir)
     metrics = train(cfg)

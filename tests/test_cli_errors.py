@@ -1,0 +1,213 @@
+"""Expected errors of every console script: exit code 2, one message naming the cause, no traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from ddsx.certification import InvalidSettingError
+from ddsx.cli import certify as certify_cli
+from ddsx.cli import denoiser as denoiser_cli
+from ddsx.cli import report as report_cli
+from ddsx.cli import train as train_cli
+from ddsx.cli.errors import DDSXError, expected_message
+from tests.test_certification_cli import FAST, write_checkpoint
+
+
+@pytest.fixture
+def run_app(tmp_path: Path, monkeypatch, capsys) -> Callable[..., tuple[int, str]]:
+    """Run a console script in this process as its entry point would; returns (exit code, stderr)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.delenv("DDSX_DEBUG", raising=False)
+
+    def _run(main: Callable[[], object], *argv: str) -> tuple[int, str]:
+        GlobalHydra.instance().clear()
+        monkeypatch.setattr(sys, "argv", [main.__module__, *argv])
+        capsys.readouterr()
+        try:
+            code = main()
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    yield _run
+    GlobalHydra.instance().clear()
+
+
+def assert_clean(code: int, stderr: str, *cause: str) -> str:
+    """Exit code 2, no traceback, and one ``<app>: error:`` line that names the cause."""
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("ddsx-") and ": error: " in line]
+    assert len(lines) == 1, stderr[-3000:]
+    message = stderr[stderr.index(lines[0]) :]
+    for word in cause:
+        assert word in message, message
+    return message
+
+
+def certify_args(tmp_path: Path, *overrides: str) -> list[str]:
+    return [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *FAST, *overrides]
+
+
+def test_refused_resume(run_app, tmp_path: Path) -> None:
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=2"))
+    assert code is None, stderr[-3000:]
+    code, stderr = run_app(
+        certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=2", "certify.n=80")
+    )
+    assert_clean(code, stderr, "certify.tsv", "n")
+
+
+def test_missing_data(run_app, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, stderr = run_app(
+        train_cli.main, "dataset=cifar10", f"paths.data_dir={empty}", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert_clean(code, stderr, str(empty), "cifar-10-batches-py")
+    # The message also reaches the run's log file, where a user of nohup or a cluster looks.
+    assert "cifar-10-batches-py" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_malformed_data(run_app, tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"not a pickle at all")
+    code, stderr = run_app(
+        train_cli.main,
+        "dataset=cifar10",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_clean(code, stderr, "malformed", "cifar-10-batches-py")
+
+
+def test_missing_checkpoint(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, f"ckpt_path={tmp_path / 'no.ckpt'}"))
+    assert_clean(code, stderr, "no.ckpt")
+
+
+def test_checkpoint_not_from_ddsx_train(run_app, tmp_path: Path) -> None:
+    import torch
+
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, ckpt)
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}"))
+    assert_clean(code, stderr, "other.ckpt", "ddsx-train")
+
+
+def test_missing_denoiser(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(
+        certify_cli.main,
+        *certify_args(tmp_path, "denoiser=diffusers", f"denoiser.path={tmp_path / 'nothing'}", "sigma=0.5"),
+    )
+    assert_clean(code, stderr, "nothing", "does not exist")
+
+
+def test_invalid_setting(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, "certify.n=-1", "sigma=0.5"))
+    assert_clean(code, stderr, "certify.n")
+
+
+def test_config_option_that_does_not_exist(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(train_cli.main, "dataset=nope", f"paths.root_dir={tmp_path}")
+    message = assert_clean(code, stderr, "dataset/nope", "mnist5k")
+    assert "search path" not in message
+
+
+def test_missing_convert_source(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(
+        denoiser_cli.main, "mode=convert", f"convert.src={tmp_path / 'adm.pt'}", f"paths.root_dir={tmp_path}"
+    )
+    assert_clean(code, stderr, "adm.pt")
+
+
+@pytest.mark.parametrize("trainer", ["ddp", "gpu"])
+def test_gpu_requested_on_a_machine_without_one(run_app, tmp_path: Path, trainer: str) -> None:
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    code, stderr = run_app(
+        train_cli.main, f"trainer={trainer}", "dataset=digits", f"hydra.run.dir={tmp_path / 'run'}"
+    )
+    assert_clean(code, stderr, "trainer.accelerator=cpu")
+
+
+def test_gpu_requested_for_certification_on_a_machine_without_one(run_app, tmp_path: Path) -> None:
+    pytest.importorskip("torch").cuda.is_available() and pytest.skip("this machine has a GPU")
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}", "trainer=gpu"))
+    assert_clean(code, stderr, "trainer.accelerator=cpu")
+
+
+class _PressCtrlC(L.Callback):
+    def on_train_batch_start(self, *args, **kwargs) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_training(run_app, tmp_path: Path, monkeypatch) -> None:
+    # Lightning turns Ctrl-C during fit into its own sys.exit(1): that too is a clean interruption.
+    build = train_cli.build_training
+
+    def build_and_interrupt(cfg):
+        datamodule, model, trainer = build(cfg)
+        trainer.callbacks.append(_PressCtrlC())
+        return datamodule, model, trainer
+
+    monkeypatch.setattr(train_cli, "build_training", build_and_interrupt)
+    code, stderr = run_app(train_cli.main, "dataset=digits", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_clean(code, stderr, "interrupted")
+
+
+def test_ctrl_c_in_certification_keeps_the_rows(tmp_path: Path) -> None:
+    run_dir, ckpt = tmp_path / "run", write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    command = [
+        sys.executable,
+        "-m",
+        "ddsx.cli.certify",
+        *certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.n=4000", "certify.batch_size=500"),
+        f"hydra.run.dir={run_dir}",
+        "certify.max=40",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = run_dir / "certify.tsv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert_clean(process.returncode, stderr, "interrupted")
+    assert 2 <= len(path.read_text().splitlines()) - 1 < 40
+
+
+def test_debug_flag_keeps_the_exception(run_app, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSettingError, match="certify.n"):
+        run_app(certify_cli.main, "--debug", *certify_args(tmp_path, "certify.n=-1", "sigma=0.5"))
+
+
+def test_report_of_a_missing_folder(run_app, tmp_path: Path) -> None:
+    code, stderr = run_app(report_cli.main, str(tmp_path / "nowhere"))
+    assert_clean(code, stderr, "nowhere")
+
+
+def test_what_is_expected_and_what_is_a_bug() -> None:
+    class Refused(DDSXError):
+        pass
+
+    assert expected_message(Refused("resume refused: n differs")) == "resume refused: n differs"
+    assert expected_message(KeyboardInterrupt()) == "interrupted (Ctrl-C)"
+    # A bug keeps its traceback: plain errors raised by ddsx's own code are not "expected".
+    assert expected_message(RuntimeError("index out of range")) is None
+    assert expected_message(ValueError("shapes do not match")) is None
