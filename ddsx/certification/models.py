@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddsx.denoisers.base import Denoiser, IdentityDenoiser
+from ddsx.utils.safe_instantiate import DENOISER_TARGETS, safe_instantiate
 
 
 def build_denoiser(denoiser_cfg: DictConfig | None, sigma: float) -> nn.Module:
     """The configured denoiser tuned to ``sigma`` (t* follows it), frozen; None -> identity."""
     if denoiser_cfg is None or "_target_" not in denoiser_cfg:
         denoiser: nn.Module = IdentityDenoiser(sigma)
-    elif "sigma" in denoiser_cfg:
-        denoiser = hydra.utils.instantiate(denoiser_cfg, sigma=sigma)
     else:
-        denoiser = hydra.utils.instantiate(denoiser_cfg)
+        # The config may be a checkpoint's stored one: only ddsx's denoiser constructors are built.
+        plain = (
+            OmegaConf.to_container(denoiser_cfg, resolve=True)
+            if isinstance(denoiser_cfg, DictConfig)
+            else dict(denoiser_cfg)
+        )
+        extra = {"sigma": sigma} if "sigma" in plain else {}
+        denoiser = safe_instantiate(plain, DENOISER_TARGETS, "the denoiser config", "denoiser", **extra)
     if isinstance(denoiser, Denoiser):
         if denoiser.sigma != sigma:
             denoiser.set_sigma(sigma)

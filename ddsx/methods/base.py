@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ddsx.denoisers.base import Denoiser, IdentityDenoiser
 from ddsx.models.pipeline import DenoisedClassifier
+from ddsx.utils.safe_instantiate import check_stored_models
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -140,5 +141,8 @@ class ClassifierModule(L.LightningModule):
         checkpoint["ddsx_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint whose stored models would be refused by ddsx-certify / init_classifier= is hostile
+        # (or not ddsx's): refuse to resume from it rather than carry its config forward.
+        check_stored_models(checkpoint.get("ddsx_config") or {}, "the checkpoint being loaded")
         checkpoint["state_dict"].update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
         self.run_config = checkpoint.get("ddsx_config", {})

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from torch import nn
+
+from ddsx.utils.safe_instantiate import CLASSIFIER_TARGETS, safe_instantiate
 
 CLASSIFIER_PREFIX = "classifier."
 
@@ -36,8 +37,14 @@ def load_classifier(
     if "checkpoint_path" in classifier_cfg:
         classifier_cfg["checkpoint_path"] = None  # the trained weights below replace the initial ones
     shape = config["data_shape"]
-    classifier = hydra.utils.instantiate(
-        classifier_cfg, num_classes=shape["num_classes"], in_channels=shape["image_shape"][0]
+    # The stored config comes from a file: it may only name one of ddsx's classifier constructors.
+    classifier = safe_instantiate(
+        classifier_cfg,
+        CLASSIFIER_TARGETS,
+        f"ddsx_config.classifier of {path}",
+        "classifier",
+        num_classes=shape["num_classes"],
+        in_channels=shape["image_shape"][0],
     )
     state = {
         k[len(CLASSIFIER_PREFIX) :]: v
