@@ -4,12 +4,13 @@ trainer from the config, fit, test, done. Everything interesting lives in the ob
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
@@ -78,7 +79,7 @@ def fit_and_test(
     )
     _log_hyperparameters(trainer, model.run_config)
     if model.trainable:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     else:
         log.info("method %s trains nothing: straight to test and certification", cfg.method._target_)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -89,6 +90,21 @@ def fit_and_test(
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     _print_summary(metrics)
     return metrics
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """What fit resumes from: ``ckpt_path`` if given, else the run folder's own ``checkpoints/last.ckpt``
+    when it exists (the same command again, in the same ``hydra.run.dir``, continues that run)."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath") or Path(
+        cfg.paths.output_dir, "checkpoints"
+    )
+    last = Path(folder) / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s (this run folder's last checkpoint)", last)
+        return str(last)
+    return None
 
 
 @rank_zero_only

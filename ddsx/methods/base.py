@@ -18,7 +18,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ddsx.denoisers.base import Denoiser, IdentityDenoiser
 from ddsx.models.pipeline import DenoisedClassifier
+from ddsx.utils.logging import get_logger
+from ddsx.utils.rng_state import gather_rng_states, restore_rng_state
 from ddsx.utils.safe_instantiate import check_stored_models
+
+log = get_logger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -61,6 +65,8 @@ class ClassifierModule(L.LightningModule):
         self.scheduler_factory = scheduler
         # The resolved run config; ddsx-train sets it so checkpoints are self-describing.
         self.run_config: dict[str, Any] = {}
+        # True once on_load_checkpoint has put back the generators of an interrupted fit.
+        self._rng_restored = False
         self.val_acc = nn.ModuleDict(
             {v: MulticlassAccuracy(num_classes, average="micro") for v in EVAL_VIEWS}
         )
@@ -121,7 +127,8 @@ class ClassifierModule(L.LightningModule):
     def on_train_start(self) -> None:
         # seed_everything gives every DDP process the same seed, so each would draw the same noise
         # for its shard of the global batch; offset the stream by rank to keep the draws independent.
-        if self.trainer.world_size > 1:
+        # A resumed run already continues each process's own stream (on_load_checkpoint).
+        if self.trainer.world_size > 1 and not self._rng_restored:
             torch.manual_seed(torch.initial_seed() + self.global_rank)
 
     def configure_optimizers(self):
@@ -139,10 +146,37 @@ class ClassifierModule(L.LightningModule):
         for key in [k for k in state if k.startswith("denoiser.")]:
             del state[key]
         checkpoint["ddsx_config"] = self.run_config
+        # Every process's generator state (indexed by rank), so a resume continues the noise stream.
+        world_size = self._trainer.world_size if self._trainer is not None else 1
+        checkpoint["ddsx_rng_states"] = gather_rng_states(world_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get("ddsx_config") or {}
         # A checkpoint whose stored models would be refused by ddsx-certify / init_classifier= is hostile
         # (or not ddsx's): refuse to resume from it rather than carry its config forward.
-        check_stored_models(checkpoint.get("ddsx_config") or {}, "the checkpoint being loaded")
+        source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint being loaded"
+        check_stored_models(stored, str(source))
         checkpoint["state_dict"].update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
-        self.run_config = checkpoint.get("ddsx_config", {})
+        # The run's own config wins: a resumed or fine-tuned run saves the settings it runs with. Only a
+        # module built outside ddsx-train (no config of its own) adopts the stored one.
+        if not self.run_config:
+            self.run_config = stored
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return
+        states = checkpoint.get("ddsx_rng_states") or []
+        if len(states) == trainer.world_size:
+            # Now, before the training data loader draws its seeds: Lightning puts the generators back
+            # after its sanity check, so the draws then follow those of an uninterrupted run.
+            restore_rng_state(states[trainer.global_rank])
+            self._rng_restored = True
+        else:
+            log.warning(
+                "the checkpoint holds the random state of %d process(es), this run has %d: "
+                "the training noise stream restarts from the seed instead of continuing",
+                len(states),
+                trainer.world_size,
+            )
+        for logger in trainer.loggers:
+            if hasattr(logger, "forget_after"):
+                logger.forget_after(int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
