@@ -302,7 +302,7 @@ def test_imagenet_png_round_trip_and_class_order(tmp_path):
     assert dm.image_shape == (3, 16, 16)
     dm.setup()
     assert dm.classes == ["n01", "n02", "n03"]
-    assert [len(s) for s in (dm.train_set, dm.val_set, dm.test_set)] == [6, 4, 9]
+    assert [len(s) for s in (dm.train_set, dm.val_set, dm.test_set)] == [2, 4, 9]
     x, y = all_items(dm.test_set)
     names = sorted(written["val"])  # full val listing order: class, then file
     assert y.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -310,10 +310,28 @@ def test_imagenet_png_round_trip_and_class_order(tmp_path):
     assert x.dtype == torch.float32 and torch.equal((x * 255).round().to(torch.uint8), expected)
     xt, _ = dm.train_set[0]
     assert xt.shape == (3, 16, 16) and 0 <= xt.min() and xt.max() <= 1
-    # val_set: a seeded subset of val/, reproducible.
+    # val_set: seeded images held out of train/, reproducible, never among the certified val/ images.
     again = ImageNetDataModule(str(tmp_path), 4, 0, resize_size=16, crop_size=16, val_size=4, num_classes=3)
     again.setup("validate")
     assert [p for p, _ in again.val_set.samples] == [p for p, _ in dm.val_set.samples]
+
+
+def test_imagenet_validation_is_held_out_of_train_never_the_certified_images(tmp_path):
+    write_fake_imagenet(tmp_path, classes=("a", "b"), n_train=5, n_val=3, size=8)
+    kw = dict(resize_size=8, crop_size=8, num_classes=2)
+    dm = ImageNetDataModule(str(tmp_path), 2, 0, val_size=4, **kw)
+    dm.setup("fit")
+    val, train, test = ({p for p, _ in s.samples} for s in (dm.val_set, dm.train_set, dm.test_set))
+    assert len(val) == 4 and len(train) == 6
+    assert not val & test and not val & train
+    assert all((tmp_path / "imagenet" / "train") in p.parents for p in val)
+    off = ImageNetDataModule(str(tmp_path), 2, 0, val_size=0, **kw)
+    off.setup("fit")
+    assert off.val_set is None and off.val_dataloader() == [] and len(off.train_set) == 10
+    certify_only = ImageNetDataModule(str(tmp_path), 2, 0, val_size=4, **kw)
+    (tmp_path / "imagenet" / "train").rename(tmp_path / "imagenet" / "train_elsewhere")
+    certify_only.setup("test")
+    assert certify_only.val_set is None and len(certify_only.test_set) == 6
 
 
 def test_imagenet_jpeg_resize_and_crop(tmp_path):
@@ -334,6 +352,8 @@ def test_imagenet_subset_by_index_and_file(tmp_path):
     by_list = ImageNetDataModule(str(tmp_path), 2, 0, subset=[0, 5, 3], **kw)
     by_list.setup("test")
     assert by_list.test_indices == [0, 5, 3] and [y for _, y in by_list.test_set.samples] == [0, 1, 1]
+    # What certification numbers rows by: the index in the full val/ listing, not the position.
+    assert by_list.test_set.source_indices == [0, 5, 3]
     full = ImageNetDataModule(str(tmp_path), 2, 0, **kw)
     full.setup("test")
     assert torch.equal(by_list.test_set[1][0], full.test_set[5][0])

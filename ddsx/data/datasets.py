@@ -59,10 +59,21 @@ class ImageFileDataset(Dataset):
     Args:
         samples: list of (path, label).
         transform: maps a PIL image to a float tensor (3,H,W) in [0,1] (resize/crop/flip + to-tensor).
+        source_indices: for a subset of a split, each position's index in the full split; then set as
+            the attribute ``source_indices``, which certification numbers its rows (and seeds its noise) by.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(
+        self,
+        samples: list[tuple[Path, int]],
+        transform: Callable[[Image.Image], torch.Tensor],
+        source_indices: Sequence[int] | None = None,
+    ):
         self.samples, self.transform = samples, transform
+        if source_indices is not None:
+            if len(source_indices) != len(samples):
+                raise ValueError(f"{len(source_indices)} source indices for {len(samples)} samples")
+            self.source_indices = [int(i) for i in source_indices]
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -11,7 +11,7 @@ from ddsx.data.base import ImageDataModule
 from ddsx.data.datasets import ImageFileDataset
 from ddsx.data.errors import DatasetFormatError, DatasetNotFoundError
 from ddsx.data.folders import scan_class_folders
-from ddsx.data.splits import seeded_permutation
+from ddsx.data.splits import carve_validation
 from ddsx.data.subsets import Subset, resolve_subset
 from ddsx.utils.logging import get_logger
 
@@ -46,15 +46,18 @@ def imagenet_train_transform(crop: int) -> v2.Compose:
 class ImageNetDataModule(ImageDataModule):
     """imagenet: class folders under `data_dir/imagenet/`; class index = position of the sorted wnid.
 
-    Splits (ImageNet's test labels are not public, so val/ serves both evaluation roles):
-        train_set: train/ with RandomResizedCrop(crop_size) + flip. Loaded for stage "fit" (required)
-            and for stage None when train/ exists, so certification needs only val/.
-        val_set: a seeded random subset of at most `val_size` images of val/ (None = all of it),
-            eval transform; used for validation during training.
+    Splits (ImageNet's test labels are not public, so val/ is the test split that gets certified):
+        train_set: train/ minus the held-out validation images, RandomResizedCrop(crop_size) + flip.
+            Loaded for stages "fit" and "validate" (train/ required) and for stage None when train/
+            exists, so certification needs only val/.
+        val_set: `val_size` seeded images held out of train/ (eval transform), never images of val/:
+            those are certified later. `val_size: 0` disables validation (then also set
+            callbacks.model_checkpoint.monitor=null). None without train/.
         test_set: val/ with the eval transform, restricted to `subset` if given: a list of indices or
             <wnid>/<file> names, or a path (absolute, relative to the working directory, or to
-            data_dir/imagenet) of a text file with one index or name per line. `test_indices` holds
-            each test example's index in the full val/ listing (sorted by class, then file name).
+            data_dir/imagenet) of a text file with one index or name per line. `test_indices` (and the
+            test set's `source_indices`, which certification numbers its rows by) hold each test
+            example's index in the full val/ listing (sorted by class, then file name).
     Eval transform: resize shorter side to `resize_size`, centre crop `crop_size`. Images (3,crop,crop)
     in [0,1], no normalisation.
     """
@@ -69,7 +72,7 @@ class ImageNetDataModule(ImageDataModule):
         pin_memory: bool = False,
         resize_size: int = 256,
         crop_size: int = 224,
-        val_size: int | None = 10000,
+        val_size: int = 10000,
         split_seed: int = 0,
         subset: Subset = None,
         num_classes: int = 1000,
@@ -77,10 +80,13 @@ class ImageNetDataModule(ImageDataModule):
         super().__init__(data_dir, batch_size, num_workers, pin_memory)
         if not 0 < int(crop_size) <= int(resize_size):
             raise ValueError(f"imagenet: need 0 < crop_size <= resize_size, got {crop_size}, {resize_size}")
-        if val_size is not None and int(val_size) < 1:
-            raise ValueError(f"imagenet: val_size must be >= 1 or null (all of val/), got {val_size}")
+        if val_size is None or int(val_size) < 0:
+            raise ValueError(
+                f"imagenet: val_size is the number of train/ images held out for validation (0 = no "
+                f"validation), got {val_size}"
+            )
         self.resize_size, self.crop_size = int(resize_size), int(crop_size)
-        self.val_size = None if val_size is None else int(val_size)
+        self.val_size = int(val_size)
         self.split_seed, self.subset, self.num_classes = int(split_seed), subset, int(num_classes)
         self.image_shape = (3, self.crop_size, self.crop_size)
         self.classes: list[str] | None = None
@@ -97,13 +103,13 @@ class ImageNetDataModule(ImageDataModule):
     def check_files(self, stage: str | None = None) -> None:
         self._require_dir(self.root)
         self._require_dir(self.root / "val")
-        if stage == "fit":
+        if stage in ("fit", "validate"):
             self._require_dir(self.root / "train")
 
     def setup(self, stage: str | None = None) -> None:
         # Unlike the other datasets, train/ may legitimately be absent (certification only), so a
         # later setup("fit") must still load it after an earlier setup("test").
-        if self.train_set is None and stage in (None, "fit"):
+        if self.train_set is None and stage in (None, "fit", "validate"):
             self._built = False
         super().setup(stage)
 
@@ -122,22 +128,32 @@ class ImageNetDataModule(ImageDataModule):
         return samples
 
     def build(self, stage: str | None = None) -> None:
+        eval_tf = imagenet_eval_transform(self.resize_size, self.crop_size)
         if self.test_set is None:
             samples = self._scan("val")
-            eval_tf = imagenet_eval_transform(self.resize_size, self.crop_size)
             names = [p.relative_to(self.root / "val").as_posix() for p, _ in samples]
             chosen = resolve_subset(self.subset, names, search_dirs=[self.root])
             self.test_indices = list(range(len(samples))) if chosen is None else chosen
-            self.test_set = ImageFileDataset([samples[i] for i in self.test_indices], eval_tf)
-            n_val = len(samples) if self.val_size is None else min(self.val_size, len(samples))
-            val_idx = sorted(seeded_permutation(len(samples), self.split_seed)[:n_val].tolist())
-            self.val_set = ImageFileDataset([samples[i] for i in val_idx], eval_tf)
-        if self.train_set is None and stage in (None, "fit"):
+            self.test_set = ImageFileDataset(
+                [samples[i] for i in self.test_indices], eval_tf, source_indices=self.test_indices
+            )
+        if self.train_set is None and stage in (None, "fit", "validate"):
             if (self.root / "train").is_dir():
+                samples = self._scan("train")
+                train_idx, val_idx = carve_validation(len(samples), self.val_size, self.split_seed)
                 self.train_set = ImageFileDataset(
-                    self._scan("train"), imagenet_train_transform(self.crop_size)
+                    [samples[i] for i in train_idx], imagenet_train_transform(self.crop_size)
                 )
+                if len(val_idx):
+                    self.val_set = ImageFileDataset([samples[i] for i in val_idx], eval_tf)
             else:
                 log.warning(
-                    "imagenet: no %s, so no train split (fine for certification)", self.root / "train"
+                    "imagenet: no %s, so no train or validation split (fine for certification)",
+                    self.root / "train",
                 )
+
+    def val_dataloader(self):
+        # val_size 0: no validation loop at all (Lightning skips an empty list of loaders).
+        if self.val_set is None and self.val_size == 0:
+            return []
+        return super().val_dataloader()
