@@ -1,15 +1,53 @@
-"""Console scripts: ddsx-train, ddsx-certify, ddsx-denoiser (Hydra apps) and ddsx-report."""
+"""Console scripts: ddsx-train, ddsx-certify, ddsx-denoiser (Hydra apps) and ddsx-report.
 
-import os
+The Hydra configs live in the repository's top-level ``conf/``; a wheel ships that folder inside the
+package as ``ddsx/conf`` (setup.py maps it), found through Hydra's ``pkg://`` search path. A source
+checkout on ``PYTHONPATH`` (or an older editable install) has no ``ddsx/conf``: then the checkout's
+``conf/`` is used directly. A user config folder adds or overrides groups on top of either: set
+``DDSX_CONF_DIR`` (searched first, see ``hydra_plugins/ddsx_user_conf``), or pass
+``hydra.searchpath=[file:///path]`` (searched last: adds groups and options).
+"""
+
+from __future__ import annotations
+
+import importlib.util
 from pathlib import Path
 
-# An absolute path: Hydra resolves a relative config_path against the *calling* module, which for a
-# console-script entry point is not this file's folder. The configs live in the repository's conf/,
-# so ddsx is installed from a checkout in editable mode (make install); DDSX_CONF_DIR points elsewhere.
-CONF_DIR = os.environ.get("DDSX_CONF_DIR", str(Path(__file__).resolve().parents[2] / "conf"))
+CONFIG_PACKAGE = "ddsx.conf"
+PRIMARY = "ddsx_train.yaml"
 
-if not Path(CONF_DIR, "ddsx_train.yaml").is_file():
+
+def _packaged_configs() -> bool:
+    """Whether ``ddsx.conf`` is importable and holds the configs (wheel, or editable with the mapping)."""
+    try:
+        spec = importlib.util.find_spec(CONFIG_PACKAGE)
+    except ModuleNotFoundError:
+        return False
+    locations = (spec.submodule_search_locations or []) if spec else []
+    return any(Path(p, PRIMARY).is_file() for p in locations)
+
+
+def config_source() -> str:
+    """Where Hydra reads ddsx's own configs: ``pkg://ddsx.conf``, else the checkout's conf/ folder."""
+    if _packaged_configs():
+        return f"pkg://{CONFIG_PACKAGE}"
+    checkout = Path(__file__).resolve().parents[2] / "conf"
+    if (checkout / PRIMARY).is_file():
+        return str(checkout)
     raise RuntimeError(
-        f"ddsx's Hydra configs were not found in {CONF_DIR}. Install ddsx from its repository in editable "
-        "mode (`make install` or `pip install -e .`), or set DDSX_CONF_DIR to the repository's conf/ folder."
+        f"ddsx's Hydra configs were found neither in the package ({CONFIG_PACKAGE}) nor in {checkout}. "
+        "Reinstall ddsx (`pip install .` or `make install` from its repository)."
     )
+
+
+CONF_DIR = config_source()
+
+
+def is_ddsx_config_source(path: str | None) -> bool:
+    """Whether a Hydra search-path entry is ddsx's own configs (packaged or the checkout's conf/)."""
+    if not path:
+        return False
+    if path == CONF_DIR or path.startswith(f"pkg://{CONFIG_PACKAGE}"):
+        return True
+    folder = Path(path.removeprefix("file://"))
+    return folder.is_absolute() and folder.resolve() == (Path(__file__).resolve().parents[2] / "conf")
