@@ -90,6 +90,34 @@ def test_missing_weights_and_wrong_architecture(pipeline_dir):
         load_diffusers_denoiser(pipeline_dir, sigma=0.25)
 
 
+class _Payload:
+    """Pickled by reference: a weights-only load refuses to rebuild it."""
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        "truncated safetensors",
+        "pickle with code",
+    ],
+)
+def test_weights_that_fail_the_safe_load_say_so(pipeline_dir, weights):
+    unet = pipeline_dir / "unet"
+    safetensors_file = unet / "diffusion_pytorch_model.safetensors"
+    if weights == "truncated safetensors":
+        safetensors_file.write_bytes(safetensors_file.read_bytes()[:100])
+        name = safetensors_file.name
+    else:
+        safetensors_file.unlink()
+        name = "diffusion_pytorch_model.bin"
+        torch.save({"conv_in.weight": _Payload()}, unet / name)
+    with pytest.raises(ValueError, match="failed the safe load") as err:
+        load_diffusers_denoiser(pipeline_dir, sigma=0.25)
+    message = str(err.value)
+    assert str(unet) in message and name in message
+    assert "weights_only=False" not in message and "no UNet weights" not in message
+
+
 def test_sigma_beyond_the_schedule_fails(pipeline_dir):
     with pytest.raises(ValueError, match="beyond this diffusion schedule's largest noise"):
         load_diffusers_denoiser(pipeline_dir, sigma=100.0)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
-from ddsx.models.checkpoints import load_classifier
+from ddsx.models.checkpoints import load_classifier, read_checkpoint
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -96,15 +96,18 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     """What fit resumes from: ``ckpt_path`` if given, else the run folder's own ``checkpoints/last.ckpt``
     when it exists (the same command again, in the same ``hydra.run.dir``, continues that run)."""
     if cfg.get("ckpt_path"):
-        return str(cfg.ckpt_path)
-    folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath") or Path(
-        cfg.paths.output_dir, "checkpoints"
-    )
-    last = Path(folder) / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s (this run folder's last checkpoint)", last)
-        return str(last)
-    return None
+        path = Path(cfg.ckpt_path)
+    else:
+        folder = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath") or Path(
+            cfg.paths.output_dir, "checkpoints"
+        )
+        path = Path(folder) / "last.ckpt"
+        if not path.is_file():
+            return None
+        log.info("resuming from %s (this run folder's last checkpoint)", path)
+    # Lightning's own failure on a bad file would advise weights_only=False; this names the file.
+    read_checkpoint(path, mmap=True)
+    return str(path)
 
 
 @rank_zero_only

@@ -32,6 +32,8 @@ WHAT_TO_PUT_THERE = (
     "checkpoint with `ddsx-denoiser mode=convert`."
 )
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -87,9 +89,18 @@ def load_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> t
         unet, info = UNet2DModel.from_pretrained(
             unet_dir, local_files_only=True, output_loading_info=True, low_cpu_mem_usage=False
         )
-    except OSError as err:  # no weights file
+    except OSError as err:  # diffusers: no weights file, or one that failed to load
+        present = sorted(p.name for p in unet_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+        if present:
+            # diffusers reads safetensors or torch.load(weights_only=True); its message may suggest
+            # weights_only=False, which would run code from the file: not passed on.
+            raise ValueError(
+                f"the UNet weights in {unet_dir} ({', '.join(present)}) failed the safe load (safetensors, or "
+                "torch.load with weights_only=True): the file is truncated or corrupted, or holds more than "
+                "tensors. Re-save it as safetensors from a trusted copy (ddsx-denoiser writes safetensors)."
+            ) from None
         raise FileNotFoundError(
-            f"no UNet weights in {unet_dir}: {err}. Expected {WHAT_TO_PUT_THERE}"
+            f"no UNet weights in {unet_dir} (no .safetensors or .bin file). Expected {WHAT_TO_PUT_THERE}"
         ) from err
     except RuntimeError as err:  # size mismatch: a different architecture
         raise ValueError(

@@ -11,6 +11,34 @@ from torch import nn
 from ddsx.utils.safe_instantiate import CLASSIFIER_TARGETS, safe_instantiate
 
 CLASSIFIER_PREFIX = "classifier."
+NOT_OURS = "is not a ddsx-train checkpoint (a .ckpt that ddsx-train writes in <run>/checkpoints/)"
+
+
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """The contents of a ddsx-train checkpoint, read safely (tensors and plain containers only).
+
+    A missing, empty, truncated or foreign file fails here with a message that names the path. The
+    message never suggests loading the file with ``weights_only=False``: that would run whatever
+    code the file carries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path} (pass a .ckpt written by ddsx-train)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty: it {NOT_OURS}")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        # torch's own message would advise weights_only=False: only its kind is passed on.
+        raise ValueError(
+            f"{path} {NOT_OURS}: it could not be read as tensors and plain containers "
+            f"({type(err).__name__}; a truncated, corrupted or foreign file, or one that carries code)"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path} {NOT_OURS}: it holds no state_dict (found {type(checkpoint).__name__})")
+    return checkpoint
 
 
 def load_classifier(
@@ -22,17 +50,10 @@ def load_classifier(
     architecture, its state dict holds the weights under ``classifier.``.
     """
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint not found: {path} (pass ckpt_path=<a .ckpt written by ddsx-train>)"
-        )
-    # weights_only=False would unpickle arbitrary code; the entries ddsx writes are plain containers.
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    checkpoint = read_checkpoint(path, map_location)
     config: dict[str, Any] | None = checkpoint.get("ddsx_config")
-    if not config or "classifier" not in config or "data_shape" not in config:
-        raise ValueError(
-            f"{path} has no ddsx_config with classifier and data_shape: was it written by ddsx-train?"
-        )
+    if not isinstance(config, dict) or "classifier" not in config or "data_shape" not in config:
+        raise ValueError(f"{path} {NOT_OURS}: it has no ddsx_config with classifier and data_shape")
     classifier_cfg = dict(config["classifier"])
     if "checkpoint_path" in classifier_cfg:
         classifier_cfg["checkpoint_path"] = None  # the trained weights below replace the initial ones
