@@ -13,6 +13,8 @@ from typing import Any
 
 import hydra
 
+from ddsx.cli.errors import DDSXError
+
 # The exact ``_target_`` strings a stored config may name: ddsx's own model constructors (both the
 # short and the full import path) and the diffusers classes ddsx builds. Exact matches only.
 CLASSIFIER_TARGETS = frozenset(
@@ -40,8 +42,9 @@ DENOISER_TARGETS = frozenset(
 FORBIDDEN_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
 
 
-class UnsafeConfigError(ValueError):
-    """A stored config asks to build something that is not on the allowlist."""
+class UnsafeConfigError(DDSXError, ValueError):
+    """A stored config asks to build something that is not on the allowlist (console scripts show the
+    message alone, exit code 2)."""
 
 
 def check_config(config: Any, allowed: frozenset[str], where: str, key: str = "") -> None:
