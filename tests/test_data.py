@@ -375,6 +375,24 @@ def test_imagenet_subset_by_index_and_file(tmp_path):
         ImageNetDataModule(str(tmp_path), 2, 0, subset="nope.txt", **kw).setup("test")
 
 
+def test_imagenet_class_folders_follow_torchvision_image_folder(tmp_path):
+    """torchvision's ImageFolder rules: images in nested folders of a class count, other files and
+    hidden folders do not."""
+    write_fake_imagenet(tmp_path, classes=("a", "b"), n_val=1, size=8, splits=("val",))
+    val = tmp_path / "imagenet" / "val"
+    (val / "b" / "more").mkdir()
+    (val / "b" / "img0.png").rename(val / "b" / "more" / "img0.png")
+    (val / "a" / "notes.txt").write_text("not an image")
+    (val / ".cache").mkdir()
+    dm = ImageNetDataModule(str(tmp_path), 2, 0, resize_size=8, crop_size=8, num_classes=2)
+    dm.setup("test")
+    assert dm.classes == ["a", "b"]
+    assert [(p.relative_to(val).as_posix(), y) for p, y in dm.test_set.samples] == [
+        ("a/img0.png", 0),
+        ("b/more/img0.png", 1),
+    ]
+
+
 def test_imagenet_missing_flat_and_wrong_class_count(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         ImageNetDataModule(str(tmp_path), 2).setup()

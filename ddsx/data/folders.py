@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from torchvision.datasets.folder import find_classes, make_dataset
+
 from ddsx.data.errors import DatasetFormatError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
@@ -17,15 +19,20 @@ def _is_image(name: str) -> bool:
 def scan_class_folders(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
     """Classes (sorted sub-folder names; class index = position) and (path, label) samples.
 
-    Samples are sorted by class, then by file name, so an example's index is stable across machines.
-    Raises DatasetFormatError if `root` holds no class folders (e.g. the flat ImageNet val tarball)
-    or no images at all.
+    torchvision's ``find_classes`` / ``make_dataset`` (the ImageFolder rules: images anywhere under a
+    class folder, by extension) with ddsx's messages. Hidden folders are not classes. Samples are
+    sorted by class, then by path, so an example's index is stable across machines. Raises
+    DatasetFormatError if ``root`` holds no class folders (e.g. the flat ImageNet val tarball) or no
+    images at all.
     """
-    with os.scandir(root) as it:
-        entries = list(it)
-    classes = sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    try:
+        found, _ = find_classes(root)
+    except FileNotFoundError:
+        found = []
+    classes = [c for c in found if not c.startswith(".")]
     if not classes:
-        loose = sum(1 for e in entries if e.is_file() and _is_image(e.name))
+        with os.scandir(root) as it:
+            loose = sum(1 for e in it if e.is_file() and _is_image(e.name))
         hint = (
             f" It holds {loose} loose images: sort them into one folder per class (wnid), e.g. with the "
             "widely used valprep.sh script for the ImageNet validation set."
@@ -33,14 +40,12 @@ def scan_class_folders(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
             else ""
         )
         raise DatasetFormatError(root, "expected one sub-folder per class, found none." + hint)
-    samples: list[tuple[Path, int]] = []
-    for label, name in enumerate(classes):
-        folder = root / name
-        with os.scandir(folder) as it:
-            files = sorted(e.name for e in it if e.is_file() and _is_image(e.name))
-        samples.extend((folder / f, label) for f in files)
+    class_to_idx = {name: i for i, name in enumerate(classes)}
+    samples = make_dataset(
+        str(root), class_to_idx, extensions=tuple(sorted(IMAGE_EXTENSIONS)), allow_empty=True
+    )
     if not samples:
         raise DatasetFormatError(
             root, f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in its class folders"
         )
-    return classes, samples
+    return classes, [(Path(path), label) for path, label in samples]
