@@ -42,7 +42,8 @@ KINDS = ["empty", "text", "truncated", "code", "plain pickle", "a tensor"]
 
 def assert_clear(message: str, path: Path) -> None:
     assert str(path) in message and "is not a ddsx-train checkpoint" in message
-    assert "weights_only=False" not in message and "weights_only` to `False" not in message
+    # torch's own message ("Re-running `torch.load` with `weights_only` set to `False` ...") must not leak.
+    assert "weights_only" not in message and "False" not in message
 
 
 @pytest.mark.parametrize("kind", KINDS)
