@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ddsx.utils.warnings import silence_known_warnings
+
 EXIT_CODE = 2
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "DDSX_DEBUG"
@@ -81,7 +83,8 @@ def expected_message(error: BaseException) -> str | None:
 
 
 def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Outermost wrapper of an entry point: strip ``--debug``, turn expected errors into exit code 2.
+    """Outermost wrapper of an entry point: silence the known harmless warnings, strip ``--debug``,
+    turn expected errors into exit code 2.
 
     Over a Hydra app it also catches what fails before the job starts (a config group that does not
     exist, an override that does not parse): Hydra is told to re-raise, and this wrapper decides.
@@ -89,6 +92,7 @@ def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(function)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        silence_known_warnings()  # the one place every console script passes through first
         saved = {key: os.environ.get(key) for key in ("HYDRA_FULL_ERROR", DEBUG_ENV)}
         if DEBUG_FLAG in sys.argv[1:] or saved["HYDRA_FULL_ERROR"] == "1":
             os.environ[DEBUG_ENV] = "1"  # in the environment: DDP worker processes inherit it
