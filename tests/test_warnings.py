@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 KNOWN = (
     "module(s) in eval mode",
     "isinstance(treespec, LeafSpec)",
@@ -23,6 +25,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a real two-epoch ddsx-train with W&B: ~30 s here
 def test_a_short_run_prints_none_of_the_known_warnings(tmp_path: Path) -> None:
     # method=dds_adv: a frozen denoiser in eval mode inside a trained module, logger=wandb: W&B too.
     result = _run(

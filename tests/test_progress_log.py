@@ -1,0 +1,63 @@
+"""Training progress off a terminal: per-epoch lines with metrics and an ETA, in stdout and the log file."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddsx.callbacks.progress_log import format_duration, format_metrics
+
+EPOCH_LINE = re.compile(r"epoch (\d+)/3 done \(step \d+\) \| .*val/acc_denoised [\d.]+.* \| ETA \S+")
+
+
+def test_ddsx_train_with_stdout_to_a_file_logs_every_epoch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    stdout = tmp_path / "stdout.txt"
+    with stdout.open("w") as out:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ddsx.cli.train",
+                "dataset=digits",
+                "debug=limit",
+                "trainer.max_epochs=3",
+                "trainer.limit_train_batches=3",
+                "trainer.limit_val_batches=1",
+                "test=false",
+                f"hydra.run.dir={run_dir}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
+            timeout=300,
+        )
+    text = stdout.read_text()
+    assert result.returncode == 0, text[-3000:]
+    assert [int(m.group(1)) for m in EPOCH_LINE.finditer(text)] == [1, 2, 3], text[-3000:]
+    # The same lines, in the same order, in the run's log file.
+    logged = (run_dir / "train.log").read_text()
+    assert [int(m.group(1)) for m in EPOCH_LINE.finditer(logged)] == [1, 2, 3], logged[-3000:]
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (37.4, "37s"), (245, "4m05s"), (3720, "1h02m")])
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+def test_format_metrics_shows_each_metric_once() -> None:
+    # What Lightning holds for self.log("train/loss", on_step=True, on_epoch=True) and a val metric.
+    metrics = {
+        "train/loss": 1.0,
+        "train/loss_step": 1.0,
+        "train/loss_epoch": 0.5,
+        "val/acc": 0.25,
+        "note": "x",
+    }
+    assert format_metrics(metrics) == "train/loss 0.5 | val/acc 0.25"
+    assert format_metrics(metrics, within_epoch=True) == "train/loss 1"
