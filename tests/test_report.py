@@ -15,25 +15,49 @@ from ddsx.report import envelope_curve, envelope_table, load_runs, summary_table
 RADII = [0.0, 0.5, 1.0]
 
 
-def write_run(folder: Path, method: str, sigma: float, outcomes: list[tuple[int, float]]) -> Path:
-    """A result file whose rows are (correct, radius); abstentions where radius < 0."""
+def write_run(
+    folder: Path,
+    method: str,
+    sigma: float,
+    outcomes: list[tuple[int, float]],
+    n: int = 100_000,
+    classifier: str = "lenet",
+    planned: int | None = None,
+    mode: str | None = None,
+    samples: list[int] | None = None,
+) -> Path:
+    """A result file whose rows are (correct, radius), abstentions where radius < 0, and its sidecar.
+
+    ``planned``: examples the settings plan (split_size with skip 1; default: as many as rows).
+    ``samples``: a ``samples`` column (samples used after n0), as sequential runs write.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "certify.tsv"
-    lines = [HEADER]
+    lines = [HEADER.rstrip("\n") + ("\tsamples\n" if samples else "\n")]
     for idx, (correct, radius) in enumerate(outcomes):
         predict = -1 if radius < 0 else (1 if correct else 2)
-        lines.append(
-            format_row(
-                ResultRow(
-                    idx, 1, predict, max(radius, 0.0), correct, "0:00:01", 90, 100, 10, 0.9, sigma, None, 1.0
-                )
-            )
+        row = ResultRow(
+            idx, 1, predict, max(radius, 0.0), correct, "0:00:01", 90, n, 10, 0.9, sigma, None, 1.0
         )
+        line = format_row(row)
+        lines.append(line.rstrip("\n") + f"\t{samples[idx]}\n" if samples else line)
     path.write_text("".join(lines))
+    settings = {
+        "sigma": sigma,
+        "dataset": "mnist5k",
+        "n": n,
+        "n0": 10,
+        "alpha": 0.001,
+        "split": "test",
+        "seed": 0,
+        "split_size": len(outcomes) if planned is None else planned,
+    }
+    if mode:
+        settings["mode"] = mode
     sidecar = {
-        "settings": {"sigma": sigma, "dataset": "mnist5k", "n": 100, "alpha": 0.001, "split": "test"},
+        "settings": settings,
         "denoiser": {"name": "none"},
-        "info": {"run": {"method": method, "classifier": "lenet"}},
+        "info": {"run": {"method": method, "classifier": classifier}, "skip": 1, "max": None},
     }
     sidecar_path(path).write_text(json.dumps(sidecar))
     return path
@@ -52,37 +76,41 @@ def sweep(tmp_path: Path) -> Path:
 
 
 def test_finds_runs_recursively_and_labels_them_from_the_sidecar(sweep: Path) -> None:
-    runs = load_runs([sweep])
+    runs, bad = load_runs([sweep])
+    assert [b.path.name for b in bad] == ["notes.tsv"] and not bad[0].unreadable
     assert [(r.method, r.sigma) for r in runs] == [("dds_adv", 0.5), ("gaussian", 0.25), ("gaussian", 0.5)]
     assert runs[1].label == "mnist5k gaussian lenet sigma=0.25"
 
 
 def test_per_run_table_matches_hand_counts(sweep: Path) -> None:
-    runs = load_runs([sweep])
+    runs, _ = load_runs([sweep])
     header, rows = summary_table(runs, RADII)
-    assert header[:6] == ["run", "sigma", "N", "r=0", "r=0.5", "r=1"]
+    assert header[:9] == ["run", "sigma", "examples", "n", "alpha", "mode", "r=0", "r=0.5", "r=1"]
     g25 = rows[1]
-    assert g25[1:6] == ["0.25", "4", "75.0", "50.0", "0.0"]
-    assert g25[6] == f"{(0.2 + 0.6 + 0.7) / 4:.3f}"  # ACR
-    assert g25[7:] == ["25.0", "75.0"]  # abstain, clean acc
+    # r = 1 is beyond 0.25 * PhiInv(0.001 ** (1 / 100000)) = 0.952: marked, not 0.0
+    assert g25[1:9] == ["0.25", "4", "100000", "0.001", "fixed", "75.0", "50.0", "-"]
+    assert g25[9] == f"{(0.2 + 0.6 + 0.7) / 4:.3f}"  # ACR
+    assert g25[10:] == ["25.0", "75.0", "100000", "100000", "ok"]  # abstain, clean acc, samples, status
 
 
 def test_envelope_is_the_best_over_sigma_per_method(sweep: Path) -> None:
-    runs = load_runs([sweep])
+    runs, _ = load_runs([sweep])
     gaussian = [r for r in runs if r.method == "gaussian"]
     assert envelope_curve(gaussian, RADII) == [0.75, 0.5, 0.25]
     _, rows = envelope_table(runs, RADII)
     by_name = {row[0]: row for row in rows}
-    assert by_name["mnist5k gaussian lenet"][1:4] == [
+    # dds_adv has one sigma only: nothing to take the best over
+    assert list(by_name) == ["mnist5k gaussian lenet"]
+    assert by_name["mnist5k gaussian lenet"][1:4] == ["100000", "0.001", "0.25,0.5"]
+    assert by_name["mnist5k gaussian lenet"][4:7] == [
         "75.0 (sigma=0.25)",
         "50.0 (sigma=0.25)",
         "25.0 (sigma=0.5)",
     ]
-    assert by_name["mnist5k dds_adv lenet"][3] == "75.0 (sigma=0.5)"
 
 
 def test_latex_is_a_booktabs_table(sweep: Path) -> None:
-    _, latex = build_report(load_runs([sweep]), RADII)
+    _, latex = build_report(load_runs([sweep])[0], RADII)
     assert latex.count(r"\begin{tabular}") == 2 and r"\toprule" in latex and r"\bottomrule" in latex
     assert r"dds\_adv" in latex and "75.0" in latex
 
@@ -104,10 +132,10 @@ def test_reads_six_column_files_of_cohen_et_al(tmp_path: Path) -> None:
     path.write_text(
         "idx\tlabel\tpredict\tradius\tcorrect\ttime\n0\t3\t3\t0.61\t1\t0:00:02.1\n20\t8\t-1\t0.0\t0\t0:00:02.0\n"
     )
-    (run,) = load_runs([path])
+    (run,), _ = load_runs([path])
     assert run.sigma is None and len(run.rows) == 2
     _, rows = summary_table([run], RADII)
-    assert rows[0][3:6] == ["50.0", "50.0", "0.0"]
+    assert rows[0][6:9] == ["50.0", "50.0", "0.0"]
 
 
 def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
@@ -118,3 +146,137 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "empty")])
     assert exit_.value.code == 2 and "no certification files" in capsys.readouterr().err
+
+
+# ----- issue 14 / 9 / 10: no cherry-picking, flagged files, bounds, comparisons -------------------
+
+
+def test_two_models_at_two_sigmas_build_two_envelopes_and_an_empty_file_is_marked(
+    tmp_path: Path, capsys
+) -> None:
+    root = tmp_path / "sweep"
+    # Two models that share a label (same dataset, method, classifier) but were certified with
+    # different n: two experiments, never one envelope taking the best cell of either.
+    write_run(root / "a25", "dds_adv", 0.25, [(1, 0.3), (1, 0.1)])
+    write_run(root / "a50", "dds_adv", 0.5, [(1, 0.9), (0, 0.0)])
+    write_run(root / "b25", "dds_adv", 0.25, [(1, 0.4), (1, 0.4)], n=10_000)
+    write_run(root / "b50", "dds_adv", 0.5, [(1, 1.2), (1, 1.1)], n=10_000)
+    empty = root / "c50"
+    empty.mkdir()
+    (empty / "certify.tsv").write_text("")
+    out = tmp_path / "report"
+    assert main([str(root), "--out", str(out), "--radii", "0", "0.5", "1"]) == 0
+    runs, _ = load_runs([root])
+    _, envelope_rows = envelope_table(runs, RADII)
+    assert sorted((row[0], row[1]) for row in envelope_rows) == [
+        ("mnist5k dds_adv lenet", "10000"),
+        ("mnist5k dds_adv lenet", "100000"),
+    ]
+    first = next(row for row in envelope_rows if row[1] == "100000")
+    assert first[4:7] == ["100.0 (sigma=0.25)", "50.0 (sigma=0.5)", "0.0 (sigma=0.5)"]
+    assert "Best over sigma" in (out / "report.md").read_text()
+    _, per_run = summary_table(runs, RADII)
+    (empty_row,) = [row for row in per_run if row[-1] == "empty"]
+    assert empty_row[2] == "0" and set(empty_row[6:-1]) == {"-"}
+    assert "c50/certify.tsv: empty" in capsys.readouterr().err
+
+
+def test_incomplete_torn_and_mixed_files_are_flagged_and_never_in_an_envelope(tmp_path: Path) -> None:
+    whole = write_run(tmp_path / "whole", "gaussian", 0.25, [(1, 0.3), (1, 0.2)])
+    incomplete = write_run(tmp_path / "incomplete", "gaussian", 0.5, [(1, 0.9)], planned=4)
+    torn = write_run(tmp_path / "torn", "gaussian", 1.0, [(1, 0.9), (1, 0.8)])
+    torn.write_text(torn.read_text() + "2\t1\t1\t0.")
+    mixed = write_run(tmp_path / "mixed", "gaussian", 0.75, [(1, 0.9), (1, 0.8)])
+    lines = mixed.read_text().splitlines(keepends=True)
+    mixed.write_text("".join(lines[:2]) + lines[2].replace("\t0.75\t", "\t0.5\t"))
+    runs, _ = load_runs([tmp_path])
+    status = {run.path.parent.name: run.problem for run in runs}
+    assert status == {
+        "whole": "",
+        "incomplete": "incomplete 1/4",
+        "torn": "torn last line",
+        "mixed": "mixes sigmas 0.5,0.75",
+    }
+    assert envelope_table(runs, RADII)[1] == []  # only one usable run: nothing to take the best over
+    assert whole.exists() and incomplete.exists()
+
+
+def test_unreadable_file_stops_the_report_unless_skip_bad(tmp_path: Path, capsys) -> None:
+    write_run(tmp_path / "good", "gaussian", 0.25, [(1, 0.3)])
+    bad = write_run(tmp_path / "bad", "gaussian", 0.5, [(1, 0.3), (1, 0.2)])
+    bad.write_text(bad.read_text() + "garbage line\n")
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path), "--out", str(tmp_path / "report")])
+    assert exit_.value.code == 2 and "bad/certify.tsv" in capsys.readouterr().err
+    assert main([str(tmp_path), "--out", str(tmp_path / "report"), "--skip-bad"]) == 0
+    assert "bad/certify.tsv" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_largest_certifiable_radius_is_the_radius_of_a_unanimous_vote() -> None:
+    from ddsx.report import Run
+    from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound
+
+    for sigma, n, alpha in [(0.5, 1000, 0.001), (0.25, 100_000, 0.001), (1.0, 100, 0.01)]:
+        run = Run(path=Path("x.tsv"), rows=[], sigma=sigma, n=n, alpha=alpha)
+        # The engine's own certificate when all n samples vote for the top class: nothing exceeds it.
+        unanimous = certified_radius(lower_confidence_bound(n, n, alpha), sigma)
+        assert run.max_radius == pytest.approx(unanimous, rel=1e-6)
+    # sigma * PhiInv(0.001 ** (1 / 1000)) = 0.5 * PhiInv(0.993116) = 0.5 * 2.4633
+    assert Run(path=Path("x.tsv"), rows=[], sigma=0.5, n=1000, alpha=0.001).max_radius == pytest.approx(
+        1.2316, abs=1e-3
+    )
+
+
+def test_report_paths_are_relative_to_the_report_folder(sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "deep" / "report"
+    main([str(sweep), "--out", str(out)])
+    text = (out / "report.md").read_text()
+    assert str(tmp_path) not in text
+    assert "`../../multirun/0_sigma=0.25/certify.tsv`" in text
+    assert "same dataset, split, method, classifier, denoiser" in text  # the grouping is stated
+
+
+def test_legend_is_outside_the_axes(sweep: Path) -> None:
+    from ddsx.report.plots import plot_certified_accuracy
+
+    runs, _ = load_runs([sweep])
+    figure = plot_certified_accuracy({run.label: run.rows for run in runs})
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    legend_box = axes.get_legend().get_window_extent(renderer)
+    assert legend_box.x0 >= axes.get_window_extent(renderer).x1
+
+
+def test_sequential_runs_show_mode_samples_and_grid_acr(tmp_path: Path) -> None:
+    outcomes = [(1, 0.5), (1, 0.25), (0, 0.0), (1, 0.5)]
+    write_run(tmp_path / "fixed", "gaussian", 0.25, outcomes, n=1000)
+    write_run(
+        tmp_path / "seq", "gaussian", 0.25, outcomes, n=1000, mode="sequential", samples=[100, 300, 200, 400]
+    )
+    runs, _ = load_runs([tmp_path])
+    header, rows = summary_table(runs, RADII)
+    by_mode = {row[5]: dict(zip(header, row, strict=True)) for row in rows}
+    assert by_mode["sequential"]["samples mean"] == "250" and by_mode["sequential"]["samples median"] == "250"
+    assert by_mode["sequential"]["ACR"] == "0.312 grid" and by_mode["fixed"]["ACR"] == "0.312"
+    assert by_mode["fixed"]["samples mean"] == "1000"
+    markdown, _ = build_report(runs, RADII)
+    assert "grid: sequential runs" in markdown
+
+
+def test_compare_prints_accuracy_per_radius_and_the_samples_ratio(tmp_path: Path, capsys) -> None:
+    a = write_run(tmp_path / "fixed", "gaussian", 0.25, [(1, 0.5), (1, 0.25), (0, 0.0), (1, 0.5)], n=1000)
+    b = write_run(
+        tmp_path / "seq",
+        "gaussian",
+        0.25,
+        [(1, 0.5), (1, 0.0), (0, 0.0), (1, 0.5)],
+        n=1000,
+        mode="sequential",
+        samples=[100, 300, 200, 400],
+    )
+    assert main(["--compare", str(a), str(b.parent), "--radii", "0", "0.25", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "| 0 | 75.0 | 75.0 | +0.0 |" in printed
+    assert "| 0.25 | 75.0 | 50.0 | -25.0 |" in printed
+    assert "ratio A/B = 4.00" in printed  # 1000 samples a point against 250

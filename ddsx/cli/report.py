@@ -3,13 +3,17 @@
     ddsx-report outputs/certify/<run>                 # one run folder
     ddsx-report multirun/certify/<sweep> --out figs   # every run of a sweep (searched recursively)
     ddsx-report a/certify.tsv b/certify.tsv --radii 0 0.5 1
+    ddsx-report --compare fixed/certify.tsv sequential/certify.tsv
 
 Prints the markdown tables and writes report.md, report.tex, certified_accuracy.png and .pdf.
+An unreadable result file stops the report (exit 2) unless --skip-bad; empty, incomplete, torn or
+mixed-sigma files are listed with their status and never averaged.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,18 +23,36 @@ import matplotlib.pyplot as plt
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
 from ddsx.report.plots import plot_certified_accuracy
-from ddsx.report.runs import Run, load_runs
-from ddsx.report.tables import envelope_table, summary_table, to_latex, to_markdown
+from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, envelope_groups, load_run, load_runs
+from ddsx.report.tables import (
+    BEYOND_NOTE,
+    GRID_NOTE,
+    compare_table,
+    envelope_table,
+    summary_table,
+    to_latex,
+    to_markdown,
+)
 
 NOTE = (
     "Certified accuracy (%) at l2 radius r (in [0,1] pixel units); ACR = average certified radius; "
-    "clean acc = certified accuracy at r = 0 (smoothed prediction correct, abstentions wrong)."
+    "clean acc = certified accuracy at r = 0 (smoothed prediction correct, abstentions wrong); "
+    "examples = rows in the file; n = Monte Carlo samples per example, alpha = failure probability."
+)
+GROUPING = (
+    "Each row takes the best over runs that differ in sigma alone: same "
+    + ", ".join(name.replace("_", " ") for name in ENVELOPE_FIELDS)
+    + ". Runs with a status other than ok, and sets with two runs at one sigma, get no envelope."
 )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ddsx-report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", help="result files (.tsv), run folders or multirun folders")
+    parser = argparse.ArgumentParser(
+        prog="ddsx-report",
+        description=__doc__.split("\n\n")[0],
+        epilog="--debug shows the traceback of an error.",
+    )
+    parser.add_argument("paths", nargs="*", help="result files (.tsv), run folders or multirun folders")
     parser.add_argument(
         "--radii", nargs="+", type=float, default=list(DEFAULT_RADII), help="radii of the table"
     )
@@ -42,66 +64,131 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-radius", type=float, default=None, help="x-axis limit of the plot")
     parser.add_argument("--title", default="", help="plot title")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="list unreadable result files instead of stopping at them"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="two runs (files or run folders) on the same examples: certified accuracy per radius and samples ratio",
+    )
+    args = parser.parse_args(argv)
+    if not args.paths and not args.compare:
+        parser.error("give result files or folders, or --compare A B")
+    return args
 
 
-def build_report(runs: Sequence[Run], radii: Sequence[float]) -> tuple[str, str]:
-    """(markdown, LaTeX) of the per-run table and the best-over-sigma envelope."""
+def build_report(
+    runs: Sequence[Run], radii: Sequence[float], out: Path | None = None, bad: Sequence[BadFile] = ()
+) -> tuple[str, str]:
+    """(markdown, LaTeX) of the per-run table and the best-over-sigma envelopes; paths relative to ``out``."""
     names = [
         label.replace(f" sigma={_sigma(run)}", "")
         for label, run in zip(_unique_labels(runs), runs, strict=True)
     ]
     per_run, envelope = summary_table(runs, radii, names), envelope_table(runs, radii)
-    markdown = (
-        f"## Certified accuracy per run\n\n{to_markdown(per_run)}\n"
-        f"## Best over sigma (sigma achieving each cell in brackets)\n\n{to_markdown(envelope)}\n{NOTE}\n\n"
-        "Runs:\n\n" + "".join(f"- {run.label}: `{run.path}`\n" for run in runs)
+    notes = [NOTE, BEYOND_NOTE] + ([GRID_NOTE] if any(run.mode == "sequential" for run in runs) else [])
+    markdown = f"## Certified accuracy per run\n\n{to_markdown(per_run)}\n" + "".join(
+        f"{n}\n\n" for n in notes
     )
-    latex = (
-        to_latex(per_run, caption=NOTE)
-        + "\n"
-        + to_latex(envelope, caption="Best certified accuracy over sigma.")
-    )
+    if envelope[1]:
+        markdown += f"## Best over sigma (sigma achieving each cell in brackets)\n\n{to_markdown(envelope)}\n"
+        markdown += f"{GROUPING}\n\n"
+    else:
+        markdown += f"No best-over-sigma envelope: no two runs differ in sigma alone. {GROUPING}\n\n"
+    markdown += "Runs:\n\n" + "".join(f"- {run.label}: `{_shown(run.path, out)}`\n" for run in runs)
+    if bad:
+        markdown += "\nNot included:\n\n" + "".join(f"- `{_shown(b.path, out)}`: {b.reason}\n" for b in bad)
+    latex = to_latex(per_run, caption=NOTE + " " + BEYOND_NOTE)
+    if envelope[1]:
+        latex += "\n" + to_latex(envelope, caption="Best certified accuracy over sigma. " + GROUPING)
     return markdown, latex
 
 
 def write_report(
-    runs: Sequence[Run], radii: Sequence[float], out: Path, max_radius: float | None = None, title: str = ""
+    runs: Sequence[Run],
+    radii: Sequence[float],
+    out: Path,
+    max_radius: float | None = None,
+    title: str = "",
+    bad: Sequence[BadFile] = (),
 ) -> dict[str, Path]:
     """Write report.md, report.tex, certified_accuracy.png and .pdf into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown, latex = build_report(runs, radii)
+    markdown, latex = build_report(runs, radii, out, bad)
     paths = {"md": out / "report.md", "tex": out / "report.tex"}
     paths["md"].write_text(markdown)
     paths["tex"].write_text(latex)
     labels = _unique_labels(runs)
-    envelopes: dict[str, list] = {}
-    for run in runs:
-        envelopes.setdefault(run.group, []).append(run.rows)
+    usable = [(label, run) for label, run in zip(labels, runs, strict=True) if not run.problem]
+    envelopes = {
+        f"{members[0].group} n={members[0].n}": [m.rows for m in members] for members in envelope_groups(runs)
+    }
     figure = plot_certified_accuracy(
-        {labels[i]: run.rows for i, run in enumerate(runs)},
-        envelopes={group: members for group, members in envelopes.items() if len(members) > 1},
-        max_radius=max_radius,
-        title=title,
+        {label: run.rows for label, run in usable}, envelopes=envelopes, max_radius=max_radius, title=title
     )
     for ext in ("png", "pdf"):
         paths[ext] = out / f"certified_accuracy.{ext}"
-        figure.savefig(paths[ext], dpi=150)
+        figure.savefig(paths[ext], dpi=150, bbox_inches="tight")
     plt.close(figure)
     return paths
+
+
+def compare(a: str, b: str, radii: Sequence[float]) -> str:
+    """The markdown of ``--compare``: accuracy of A and B per radius, and their samples ratio."""
+    run_a, run_b = (load_run(_single_file(path)) for path in (a, b))
+    table, line = compare_table(run_a, run_b, radii)
+    return f"A: {run_a.label} ({a})\nB: {run_b.label} ({b})\n\n{to_markdown(table)}\n{line}\n"
 
 
 @console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    runs = load_runs(args.paths)
+    if args.compare:
+        print(compare(*args.compare, radii=args.radii))
+        return 0
+    runs, bad = load_runs(args.paths)
+    unreadable = [b for b in bad if b.unreadable]
+    for item in bad:
+        print(
+            f"ddsx-report: {'warning' if item.unreadable else 'note'}: {item.path}: {item.reason}",
+            file=sys.stderr,
+        )
+    if unreadable and not args.skip_bad:
+        raise DDSXError(
+            f"{len(unreadable)} unreadable result file(s), first {unreadable[0].path}: {unreadable[0].reason} "
+            "(--skip-bad lists them in the report and goes on)"
+        )
     if not runs:
         raise DDSXError(f"no certification files (*.tsv) under {' '.join(args.paths)}")
+    for run in runs:
+        if run.problem:
+            print(f"ddsx-report: warning: {run.path}: {run.problem} (shown, not averaged)", file=sys.stderr)
     out = args.out or _default_out(args.paths)
-    paths = write_report(runs, args.radii, out, args.max_radius, args.title)
+    paths = write_report(runs, args.radii, out, args.max_radius, args.title, bad)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _single_file(path: str) -> Path:
+    """A result file, or the one result file of a run folder."""
+    candidate = Path(path)
+    if candidate.is_dir():
+        files = sorted(candidate.glob("*.tsv"))
+        if len(files) != 1:
+            raise DDSXError(f"{path} holds {len(files)} result files; give the file itself to --compare")
+        return files[0]
+    if not candidate.is_file():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    return candidate
+
+
+def _shown(path: Path, out: Path | None) -> str:
+    """``path`` relative to the report's folder: the report stays valid when the tree is moved or shared."""
+    return os.path.relpath(path, out.resolve()) if out is not None else str(path)
 
 
 def _sigma(run: Run) -> str:
@@ -115,8 +202,14 @@ def _default_out(paths: Sequence[str]) -> Path:
 
 
 def _unique_labels(runs: Sequence[Run]) -> list[str]:
-    """Run labels, with the file's folder added where two runs would share a label."""
+    """Run labels, with n where runs differ in it, and the file's folder where two would still agree."""
     labels = [run.label for run in runs]
+    labels = [
+        f"{label} n={run.n}"
+        if labels.count(label) > 1 and len({r.n for r in runs if r.label == label}) > 1
+        else label
+        for label, run in zip(labels, runs, strict=True)
+    ]
     return [
         f"{label} [{run.path.parent.name}]" if labels.count(label) > 1 else label
         for label, run in zip(labels, runs, strict=True)

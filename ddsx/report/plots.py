@@ -33,12 +33,13 @@ def plot_certified_accuracy(
     all_rows = [row for rows in curves.values() for row in rows]
     top = max_radius or max([row.radius for row in all_rows if row.correct] + [0.5]) * 1.05
     radii = np.linspace(0.0, top, 400)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for label, rows in curves.items():
         ax.plot(radii, accuracy_curve(rows, radii), label=label, linewidth=1.4)
-    for label, members in (envelopes or {}).items():
+    for i, (label, members) in enumerate((envelopes or {}).items()):
         best = np.nanmax(np.stack([accuracy_curve(rows, radii) for rows in members]), axis=0)
-        ax.plot(radii, best, "k--", linewidth=1.2, label=f"{label} (best over sigma)")
+        style = ("--", ":", "-.")[i % 3]
+        ax.plot(radii, best, color="k", linestyle=style, linewidth=1.2, label=f"{label} (best over sigma)")
     ax.set_xlabel(r"radius ($\ell_2$, [0,1] pixel units)")
     ax.set_ylabel("certified accuracy")
     ax.set_ylim(0, 1)
@@ -46,6 +47,6 @@ def plot_certified_accuracy(
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
+    # Outside the axes, to the right: inside, it covers the curves. Save with bbox_inches="tight".
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig

@@ -1,15 +1,40 @@
-"""Find certification results on disk and describe each run (label, sigma, method) for reports."""
+"""Find certification results on disk and describe each run: what it is, and whether it is whole.
+
+A run is one result file plus its settings sidecar. Besides the rows, a report needs to know:
+- what the run is (method, classifier, denoiser, n, alpha, ...), to label it and to decide which runs
+  may share a best-over-sigma envelope (:attr:`Run.envelope_key`: everything but sigma);
+- whether its numbers can be used at all (:attr:`Run.problem`): an empty file, fewer rows than the
+  settings planned, a torn last line or rows of several sigmas are flagged and never averaged.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddsx.certification.results_file import ResultFileError, ResultRow, read_results
-from ddsx.certification.store import sidecar_path
+from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
+from ddsx.certification.results_file import BASE_COLUMNS
+
+# Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
+# only takes the best over sigma among runs that agree on all of them.
+ENVELOPE_FIELDS = (
+    "dataset",
+    "split",
+    "method",
+    "classifier",
+    "denoiser",
+    "n0",
+    "n",
+    "alpha",
+    "mode",
+    "examples_planned",
+    "certify_seed",
+)
 
 
 @dataclass
@@ -23,11 +48,21 @@ class Run:
     denoiser: str = "none"
     dataset: str = "?"
     classifier: str = ""
+    n: int | None = None
+    n0: int | None = None
+    alpha: float | None = None
+    mode: str = "fixed"
+    split: str | None = None
+    certify_seed: int | None = None
+    examples_planned: int | None = None
+    samples: list[int] = field(default_factory=list)  # samples used per row after n0 (sequential files)
+    torn: bool = False
+    sigmas_in_rows: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def group(self) -> str:
-        """What the best-over-sigma envelope groups by: everything in the label except sigma."""
+        """The label without sigma: dataset, method, classifier, denoiser."""
         parts = [self.dataset, self.method] + ([self.classifier] if self.classifier else [])
         if self.denoiser not in ("none", "", None):
             parts.append(f"D={self.denoiser}")
@@ -37,6 +72,60 @@ class Run:
     def label(self) -> str:
         sigma = "?" if self.sigma is None else f"{self.sigma:g}"
         return f"{self.group} sigma={sigma}"
+
+    @property
+    def envelope_key(self) -> tuple:
+        """Equal for runs that differ in sigma alone (see ENVELOPE_FIELDS)."""
+        return tuple(getattr(self, name) for name in ENVELOPE_FIELDS)
+
+    @property
+    def problem(self) -> str:
+        """Why this run's numbers must not be used ('' when they can)."""
+        if not self.rows:
+            return "empty"
+        if len(self.sigmas_in_rows) > 1:
+            return "mixes sigmas " + ",".join(f"{s:g}" for s in self.sigmas_in_rows)
+        if (
+            self.sigma is not None
+            and self.sigmas_in_rows
+            and not math.isclose(self.sigmas_in_rows[0], self.sigma)
+        ):
+            return f"rows at sigma {self.sigmas_in_rows[0]:g}, settings say {self.sigma:g}"
+        if self.examples_planned is not None and len(self.rows) < self.examples_planned:
+            return f"incomplete {len(self.rows)}/{self.examples_planned}"
+        if self.torn:
+            return "torn last line"
+        return ""
+
+    @property
+    def max_radius(self) -> float | None:
+        """The largest radius certifiable at this n and alpha: sigma * PhiInv(alpha ** (1 / n)).
+
+        With all n samples on the top class, the one-sided Clopper-Pearson lower bound at level alpha
+        is alpha ** (1 / n); no certificate of this run can exceed the radius it gives.
+        """
+        if self.sigma is None or not self.n or not self.alpha:
+            return None
+        return self.sigma * statistics.NormalDist().inv_cdf(self.alpha ** (1.0 / self.n))
+
+    @property
+    def samples_mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+    @property
+    def samples_median(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+
+@dataclass
+class BadFile:
+    """A .tsv under the given paths that is not a usable certification file."""
+
+    path: Path
+    reason: str
+    # False for a .tsv that is not a certification file at all (notes, another tool's table): skipped
+    # with a note. True for a certification file that cannot be read: the report refuses it.
+    unreadable: bool = True
 
 
 def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -50,43 +139,118 @@ def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
             found.append(path)
         else:
             raise FileNotFoundError(f"no such file or folder: {path}")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def load_run(path: Path) -> Run:
-    """Rows plus the run description from ``*.settings.json`` (or, failing that, the rows' sigma)."""
+    """Rows plus the run description from ``*.settings.json`` (or, failing that, the rows' sigma).
+
+    Raises ResultFileError for a file that is not a readable certification file.
+    """
     rows = read_results(path)
-    run = Run(path=path, rows=rows)
+    data = path.read_bytes()
+    run = Run(path=path, rows=rows, torn=bool(data) and not data.endswith(b"\n"))
+    run.sigmas_in_rows = tuple(sorted({row.sigma for row in rows if row.sigma is not None}))
+    run.samples = _samples_column(data, path)
     sidecar = sidecar_path(path)
     if sidecar.is_file():
-        identity = json.loads(sidecar.read_text())
-        settings, info = identity.get("settings", {}), identity.get("info", {})
-        run.sigma = settings.get("sigma")
-        run.dataset = str(settings.get("dataset", "?"))
-        run.denoiser = str(identity.get("denoiser", {}).get("name", "none"))
-        source = (info.get("denoiser") or {}).get("source")
-        if run.denoiser != "none" and source:
-            run.denoiser = Path(str(source)).name  # the denoiser's folder says more than its class
-        run.method = str(info.get("run", {}).get("method") or "?")
-        run.classifier = str(info.get("run", {}).get("classifier") or "")
-        run.extra = {"n": settings.get("n"), "alpha": settings.get("alpha"), "split": settings.get("split")}
-    if run.sigma is None:
-        sigmas = {row.sigma for row in rows if row.sigma is not None}
-        run.sigma = sigmas.pop() if len(sigmas) == 1 else None
+        try:
+            identity = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as error:
+            raise ResultFileError(f"{sidecar} is not valid JSON ({error})") from error
+        _describe(run, identity)
+    if run.sigma is None and len(run.sigmas_in_rows) == 1:
+        run.sigma = run.sigmas_in_rows[0]
+    if run.n is None:
+        ns = {row.n for row in rows if row.n is not None}
+        run.n = ns.pop() if len(ns) == 1 else None
     if run.method == "?":
         run.method = path.parent.name or path.stem
     return run
 
 
-def load_runs(paths: Sequence[str | Path]) -> list[Run]:
-    """Every readable result file under ``paths``; a .tsv that is not a certification file is skipped."""
-    runs = []
+def _describe(run: Run, identity: dict[str, Any]) -> None:
+    settings, info = identity.get("settings", {}), identity.get("info", {})
+    run.sigma = settings.get("sigma")
+    run.dataset = str(settings.get("dataset", "?"))
+    run.split = settings.get("split")
+    run.n, run.n0, run.alpha = settings.get("n"), settings.get("n0"), settings.get("alpha")
+    run.certify_seed = settings.get("seed")
+    run.mode = str(settings.get("mode") or identity.get("mode") or info.get("mode") or "fixed")
+    run.denoiser = str(identity.get("denoiser", {}).get("name", "none"))
+    source = (info.get("denoiser") or {}).get("source")
+    if run.denoiser != "none" and source:
+        run.denoiser = Path(str(source)).name  # the denoiser's folder says more than its class
+    run.method = str(info.get("run", {}).get("method") or "?")
+    run.classifier = str(info.get("run", {}).get("classifier") or "")
+    run.examples_planned = _planned(settings.get("split_size"), info.get("skip"), info.get("max"))
+    run.extra = {"split": run.split, "radii": info.get("radii") or settings.get("radii")}
+
+
+def _planned(split_size: Any, skip: Any, max_examples: Any) -> int | None:
+    """How many rows the run set out to write: every ``skip``-th example of the split, at most ``max``."""
+    if not isinstance(split_size, int):
+        return None
+    planned = len(range(0, split_size, int(skip or 1)))
+    return min(planned, int(max_examples)) if isinstance(max_examples, int) else planned
+
+
+def _samples_column(data: bytes, path: Path) -> list[int]:
+    """The ``samples`` column of a sequential result file (complete rows only), or []."""
+    lines = data.decode("utf-8", errors="replace").split("\n")[:-1]  # a torn tail is not a row
+    if not lines or "samples" not in lines[0].split("\t"):
+        return []
+    column = lines[0].split("\t").index("samples")
+    values = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        try:
+            values.append(int(line.split("\t")[column]))
+        except (IndexError, ValueError) as error:
+            raise ResultFileError(f"{path}:{number}: bad samples field ({error})") from error
+    return values
+
+
+def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[BadFile]]:
+    """Every certification file under ``paths`` and the .tsv files that could not be read.
+
+    A .tsv whose header is not a certification header (notes, other tools' tables) is not a run and
+    goes to the bad list with its reason; so does a certification file with a row that does not parse.
+    """
+    runs, bad = [], []
     for path in find_result_files(paths):
+        if not _has_certification_header(path):
+            bad.append(
+                BadFile(path, "not a certification file (its header is not idx label predict ...)", False)
+            )
+            continue
         try:
             runs.append(load_run(path))
-        except ResultFileError:
-            continue
-    return sorted(
-        runs, key=lambda r: (r.group, r.sigma if r.sigma is not None else float("inf"), str(r.path))
-    )
+        except (ResultFileError, UnicodeDecodeError) as error:
+            bad.append(BadFile(path, str(error)))
+    runs.sort(key=lambda r: (r.group, r.sigma if r.sigma is not None else float("inf"), str(r.path)))
+    return runs, bad
+
+
+def _has_certification_header(path: Path) -> bool:
+    with path.open("rb") as file:
+        first = file.readline()
+    return first.startswith("\t".join(BASE_COLUMNS).encode()) or not first.strip()
+
+
+def envelope_groups(runs: Sequence[Run]) -> list[list[Run]]:
+    """Runs that may share a best-over-sigma envelope: same envelope key, no problem, distinct sigmas.
+
+    A set with two runs at the same sigma (seeds, repeats) gets no envelope: taking the best of them
+    would pick a seed, not a sigma.
+    """
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if not run.problem and run.sigma is not None:
+            groups.setdefault(run.envelope_key, []).append(run)
+    return [
+        members
+        for members in groups.values()
+        if len(members) > 1 and len({m.sigma for m in members}) == len(members)
+    ]
