@@ -100,6 +100,10 @@ def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return function(*args, **kwargs)
+        except BrokenPipeError:
+            # `ddsx-train --help | head`: the reader left; say nothing more (and nothing at exit).
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise _ReportedExit(1) from None
         except (Exception, KeyboardInterrupt, SystemExit) as error:
             _exit_if_expected(error, _prog(function))
             raise

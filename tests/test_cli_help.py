@@ -1,0 +1,47 @@
+"""`--help` of every console script starts with what it does and the options that matter."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from ddsx.cli import denoiser as denoiser_cli
+from ddsx.cli import report as report_cli
+from ddsx.cli import train as train_cli
+
+
+@pytest.mark.parametrize(
+    ("main", "starts", "must", "unused_groups"),
+    [
+        (
+            train_cli.main,
+            "ddsx-train: train a classifier",
+            ["experiment=", "trainer.accelerator=cpu"],
+            ["denoiser_model"],
+        ),
+        (
+            denoiser_cli.main,
+            "ddsx-denoiser: train a DDPM",
+            ["ckpt_path=", "mode=convert"],
+            ["method", "attack"],
+        ),
+        (report_cli.main, "usage: ddsx-report", ["--skip-bad", "--compare"], []),
+    ],
+)
+def test_help_describes_the_app(main, starts, must, unused_groups, monkeypatch, capsys) -> None:
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", [main.__module__, "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    GlobalHydra.instance().clear()
+    text = capsys.readouterr().out
+    assert exit_.value.code in (0, None)
+    assert text.lstrip().startswith(starts), text[:300]
+    assert "powered by Hydra" not in text
+    for option in must:
+        assert option in text
+    groups = text.split("reads:")[-1] if "reads:" in text else ""
+    for group in unused_groups:
+        assert group not in groups
