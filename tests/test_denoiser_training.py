@@ -96,16 +96,36 @@ def _module(**kwargs) -> DDPMModule:
     return DDPMModule(unet, DDPMScheduler(num_train_timesteps=1000), optimizer=torch.optim.Adam, **kwargs)
 
 
-def test_ema_update_rule():
+@pytest.mark.parametrize(("global_step", "decay"), [(1, 0.0), (2, 2 / 11), (11, 11 / 20), (10**6, 0.999)])
+def test_ema_update_rule(global_step, decay, monkeypatch):
     module = _module(ema_decay=0.999)
+    monkeypatch.setattr(DDPMModule, "global_step", property(lambda self: global_step))
     before = [p.detach().clone() for p in module.ema_unet.parameters()]
     with torch.no_grad():
         for p in module.unet.parameters():
             p.add_(1.0)
-    module.on_train_batch_end(None, None, 0)  # global_step 0: warm-up decay min(0.999, 1/10) = 0.1
+    # After the k-th optimizer step: decay min(0.999, k / (9 + k)), and 0 at the first (a copy).
+    module.on_train_batch_end(None, None, 0)
     for ema, old, live in zip(module.ema_unet.parameters(), before, module.unet.parameters(), strict=True):
-        torch.testing.assert_close(ema, 0.1 * old + 0.9 * live)
+        torch.testing.assert_close(ema, decay * old + (1 - decay) * live)
         assert not ema.requires_grad
+
+
+def test_diffusion_loss_noises_with_the_closed_form():
+    """The scheduler's add_noise is the DDPM forward process sqrt(abar_t) (2x - 1) + sqrt(1 - abar_t) eps."""
+    module = _module()
+    x, noise, t = torch.rand(3, 1, 8, 8), torch.randn(3, 1, 8, 8), torch.tensor([0, 500, 999])
+    abar = module.alphas_cumprod64[t][:, None, None, None]
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x_t, timesteps):
+            seen.append(x_t)
+            return type("Output", (), {"sample": torch.zeros_like(x_t)})()
+
+    module.diffusion_loss(Recorder(), x, t, noise)
+    expected = abar.sqrt() * (2 * x.double() - 1) + (1 - abar).sqrt() * noise.double()
+    torch.testing.assert_close(seen[0].double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dds_timestep_sampling_concentrates_on_the_t_star_range():

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
 from torch import nn
 
 from ddsx.denoisers.dds import DiffusionDenoiser
@@ -40,7 +41,8 @@ class DDPMModule(L.LightningModule):
         unet: diffusers ``UNet2DModel`` for the dataset's channels and (training) resolution.
         noise_scheduler: diffusers ``DDPMScheduler`` (its config is saved with the model).
         optimizer: partial taking ``params``; scheduler: optional partial taking ``optimizer`` (per epoch).
-        ema_decay: EMA rate, warmed up as min(decay, (1 + step) / (10 + step)) so short runs still average.
+        ema_decay: EMA rate; diffusers' EMAModel warms it up as min(decay, k / (9 + k)) at step k >= 2
+            (0 at the first step: the average starts as the weights), so short runs still average.
         timestep_sampling: "uniform" or "dds" (see the module docstring).
         dds_sigma_range: (min, max) pixel-unit sigmas whose t* range "dds" sampling concentrates on.
         dds_fraction: share of timesteps drawn from that range.
@@ -78,6 +80,10 @@ class DDPMModule(L.LightningModule):
         self.unet = unet
         # The EMA copy is a submodule, so Lightning checkpoints (and resuming) carry it.
         self.ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+        # diffusers' EMAModel does the update; its shadow parameters *are* ema_unet's, so the average
+        # lives in one place (the submodule above) and moves with the module between devices.
+        self.ema = EMAModel(self.unet.parameters(), decay=float(ema_decay), foreach=False)
+        self.ema.shadow_params = list(self.ema_unet.parameters())
         self.noise_scheduler = noise_scheduler
         self.scheduler_config = dict(noise_scheduler.config)
         self.alphas_cumprod64 = alphas_cumprod_from_scheduler_config(self.scheduler_config)
@@ -120,8 +126,7 @@ class DDPMModule(L.LightningModule):
         self, unet: nn.Module, x: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
         """Epsilon-prediction MSE for clean [0,1] images x (N, C, H, W) at timesteps t (N,)."""
-        abar = self.alphas_cumprod[t].to(x.dtype)[:, None, None, None]
-        x_t = abar.sqrt() * (2 * x - 1) + (1 - abar).sqrt() * noise
+        x_t = self.noise_scheduler.add_noise(2 * x - 1, noise, t)  # sqrt(abar) y + sqrt(1 - abar) eps
         pred = unet(x_t, t).sample[:, : x.shape[1]]
         return F.mse_loss(pred, noise)
 
@@ -133,11 +138,11 @@ class DDPMModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.global_step
-        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        # The warm-up follows the run's step count, so a resumed run continues the same schedule
+        # (EMAModel's own counter is not in the checkpoint).
+        self.ema.optimization_step = max(self.global_step - 1, 0)
+        self.ema.step(self.unet.parameters())
         with torch.no_grad():
-            for ema, live in zip(self.ema_unet.parameters(), self.unet.parameters(), strict=True):
-                ema.lerp_(live.detach(), 1.0 - decay)
             for ema, live in zip(self.ema_unet.buffers(), self.unet.buffers(), strict=True):
                 ema.copy_(live)
 
