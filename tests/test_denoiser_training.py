@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from hydra.core.global_hydra import GlobalHydra
 
 from ddsx.cli.denoiser import build_denoiser_training, run
+from ddsx.cli.errors import DDSXError
 from ddsx.denoisers.ddpm_module import DDPMModule
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.denoisers.load import load_diffusers_denoiser
@@ -173,5 +175,26 @@ def test_convert_mode_through_the_app(compose_denoiser, tmp_path):
     assert dst == tmp_path / "checkpoints" / "denoisers" / "cifar10_improved_uncond"
     denoiser = load_diffusers_denoiser(dst, sigma=0.5)
     assert denoiser.describe()["num_train_timesteps"] == 40
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(DDSXError, match="mode must be one of"):
         run(compose_denoiser("mode=finetune"))
+
+
+def test_quality_is_recorded_and_a_denoiser_below_target_is_refused(compose_denoiser, tmp_path):
+    save_dir = tmp_path / "ddpm"
+    short = ["debug=limit", "trainer.max_epochs=1", "module.num_samples=0", f"save_dir={save_dir}"]
+    run(compose_denoiser(*short, "quality.min_steps=1000"))
+    quality = json.loads((save_dir / "quality.json").read_text())
+    assert set(quality["l2_ratio"]) == {"0.25", "0.5", "1"} and quality["steps"] == 5
+    assert quality["meets_target"] is False  # 5 steps of the 1,000 the target asks for
+    with pytest.raises(DDSXError, match=r"BELOW the target.*ckpt_path=.*last\.ckpt trainer\.max_epochs=1"):
+        run(compose_denoiser("mode=check", f"save_dir={save_dir}"))
+
+
+def test_a_denoiser_that_meets_its_target_is_accepted(compose_denoiser, tmp_path):
+    save_dir = tmp_path / "ddpm"
+    short = ["debug=limit", "trainer.max_epochs=1", "module.num_samples=0", f"save_dir={save_dir}"]
+    run(compose_denoiser(*short, "quality.min_steps=5", "quality.max_l2_ratio=10"))
+    assert run(compose_denoiser("mode=check", f"save_dir={save_dir}"))["meets_target"] is True
+    (save_dir / "quality.json").unlink()
+    with pytest.raises(DDSXError, match="no quality.json"):
+        run(compose_denoiser("mode=check", f"save_dir={save_dir}"))

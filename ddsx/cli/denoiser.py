@@ -1,8 +1,14 @@
-"""ddsx-denoiser: train a DDPM denoiser on a ddsx dataset (mode=train), or convert an OpenAI ADM
-checkpoint to a diffusers folder (mode=convert). Pure wiring; the work lives in ddsx.denoisers."""
+"""ddsx-denoiser: train a DDPM denoiser on a ddsx dataset (mode=train), check a trained one against its
+quality target (mode=check), or convert an OpenAI ADM checkpoint to a diffusers folder (mode=convert).
+
+A trained denoiser's folder holds quality.json: the one-shot DDS l2 ratio per validation sigma, the
+epochs and steps trained, the target (``quality`` in the config) and whether it is met. ``make run``
+reuses a denoiser only when it is. Wiring only; the work lives in ddsx.denoisers.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +18,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
-from ddsx.cli.errors import console_script, expected_errors
+from ddsx.cli.errors import DDSXError, console_script, expected_errors
 from ddsx.cli.train import instantiate_dict
 from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
@@ -22,7 +28,8 @@ from ddsx.utils.run_config import resolved_container, save_resolved_config
 
 log = get_logger(__name__)
 
-MODES = ("train", "convert")
+MODES = ("train", "check", "convert")
+QUALITY_FILE = "quality.json"
 
 
 def build_denoiser_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -92,9 +99,75 @@ def train_denoiser(cfg: DictConfig) -> dict[str, Any]:
                 "config": train_config,
             },
         )
+        quality = denoiser_quality(cfg, metrics, trainer)
+        (dst / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
         log.info("saved the EMA denoiser to %s (load it with denoiser.path=%s)", dst, dst)
+        log.info("%s", quality_summary(quality))
     metrics["save_dir"] = str(dst)
     return metrics
+
+
+def denoiser_quality(cfg: DictConfig, metrics: dict[str, float], trainer: L.Trainer) -> dict[str, Any]:
+    """What quality.json records: l2 ratio per sigma, epochs/steps trained, the target, how to continue."""
+    target = cfg.get("quality") or {}
+    ratios = {
+        key.split("@", 1)[1]: value for key, value in metrics.items() if key.startswith("val/l2_ratio@")
+    }
+    sigma, max_ratio = float(target.get("sigma", 0.5)), float(target.get("max_l2_ratio", 0.3))
+    min_steps = int(target.get("min_steps", 0))
+    ratio = ratios.get(f"{sigma:g}")
+    meets = ratio is not None and ratio <= max_ratio and trainer.global_step >= min_steps
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    epochs_needed = int(target.get("epochs", trainer.current_epoch))
+    return {
+        "l2_ratio": ratios,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "target": {
+            "sigma": sigma,
+            "max_l2_ratio": max_ratio,
+            "min_steps": min_steps,
+            "epochs": epochs_needed,
+        },
+        "meets_target": bool(meets) and not trainer.fast_dev_run,
+        "continue_with": f"ddsx-denoiser ckpt_path={last.resolve()} trainer.max_epochs={epochs_needed}",
+    }
+
+
+def quality_summary(quality: dict[str, Any]) -> str:
+    """One line: the measured quality against the target."""
+    target = quality["target"]
+    ratio = quality["l2_ratio"].get(f"{target['sigma']:g}")
+    shown = "?" if ratio is None else f"{ratio:.3f}"
+    verdict = "meets" if quality.get("meets_target") else "is BELOW"
+    return (
+        f"denoiser quality: l2 ratio {shown} at sigma {target['sigma']:g} after {quality['steps']} steps "
+        f"({quality['epochs']} epochs); it {verdict} the target (ratio <= {target['max_l2_ratio']:g}, "
+        f">= {target['min_steps']} steps)"
+    )
+
+
+def check(cfg: DictConfig) -> dict[str, Any]:
+    """``mode=check``: refuse (exit 2) a denoiser folder without quality.json or below its target."""
+    folder = Path(cfg.save_dir)
+    path = folder / QUALITY_FILE
+    if not path.is_file():
+        raise DDSXError(
+            f"{folder} has no {QUALITY_FILE}: its quality is unknown. Train it with `ddsx-denoiser` "
+            f"(or delete the folder and run `make run` again)"
+        )
+    try:
+        quality = json.loads(path.read_text())
+        summary = quality_summary(quality)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise DDSXError(f"{path} is not a quality record written by ddsx-denoiser ({error})") from error
+    if not quality.get("meets_target"):
+        raise DDSXError(
+            f"{folder}: {summary}. Continue its training with `{quality.get('continue_with')}`, "
+            f"or delete the folder to train a new one"
+        )
+    log.info("%s: %s", folder, summary)
+    return quality
 
 
 def convert(cfg: DictConfig) -> Path:
@@ -106,8 +179,10 @@ def convert(cfg: DictConfig) -> Path:
 
 def run(cfg: DictConfig) -> Any:
     if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+        raise DDSXError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     # The other mode's required keys (convert.src) stay unresolved in train mode, and vice versa.
+    if cfg.mode == "check":
+        return check(cfg)
     keep = [k for k in cfg if k != "convert"] if cfg.mode == "train" else ["mode", "paths", "convert"]
     save_resolved_config(OmegaConf.masked_copy(cfg, keep), cfg.paths.output_dir)
     return train_denoiser(cfg) if cfg.mode == "train" else convert(cfg)
