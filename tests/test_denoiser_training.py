@@ -182,10 +182,11 @@ def test_convert_mode_through_the_app(compose_denoiser, tmp_path):
 def test_quality_is_recorded_and_a_denoiser_below_target_is_refused(compose_denoiser, tmp_path):
     save_dir = tmp_path / "ddpm"
     short = ["debug=limit", "trainer.max_epochs=1", "module.num_samples=0", f"save_dir={save_dir}"]
-    run(compose_denoiser(*short, "quality.min_steps=1000"))
+    # Any l2 ratio passes here: what fails is the step count, 5 of the 1,000 the target asks for.
+    run(compose_denoiser(*short, "quality.min_steps=1000", "quality.max_l2_ratio=10"))
     quality = json.loads((save_dir / "quality.json").read_text())
     assert set(quality["l2_ratio"]) == {"0.25", "0.5", "1"} and quality["steps"] == 5
-    assert quality["meets_target"] is False  # 5 steps of the 1,000 the target asks for
+    assert quality["meets_target"] is False
     with pytest.raises(DDSXError, match=r"BELOW the target.*ckpt_path=.*last\.ckpt trainer\.max_epochs=1"):
         run(compose_denoiser("mode=check", f"save_dir={save_dir}"))
 
@@ -195,6 +196,10 @@ def test_a_denoiser_that_meets_its_target_is_accepted(compose_denoiser, tmp_path
     short = ["debug=limit", "trainer.max_epochs=1", "module.num_samples=0", f"save_dir={save_dir}"]
     run(compose_denoiser(*short, "quality.min_steps=5", "quality.max_l2_ratio=10"))
     assert run(compose_denoiser("mode=check", f"save_dir={save_dir}"))["meets_target"] is True
+    # The same run against a ratio no 5-step model reaches: below target.
+    run(compose_denoiser(*short, "quality.min_steps=5", "quality.max_l2_ratio=0.01"))
+    with pytest.raises(DDSXError, match="BELOW"):
+        run(compose_denoiser("mode=check", f"save_dir={save_dir}"))
     (save_dir / "quality.json").unlink()
     with pytest.raises(DDSXError, match="no quality.json"):
         run(compose_denoiser("mode=check", f"save_dir={save_dir}"))

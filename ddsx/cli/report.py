@@ -40,7 +40,7 @@ NOTE = (
     "examples = rows in the file; n = Monte Carlo samples per example, alpha = failure probability."
 )
 GROUPING = (
-    "Each row takes the best over runs that differ in sigma alone: same "
+    "An envelope takes the best over runs that differ in sigma alone: same "
     + ", ".join(name.replace("_", " ") for name in ENVELOPE_FIELDS)
     + ". Runs with a status other than ok, and sets with two runs at one sigma, get no envelope."
 )
