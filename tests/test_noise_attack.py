@@ -1,6 +1,9 @@
-"""The inner maximisation of dds_adv (method.md section 2) and SmoothAdv's attack."""
+"""The inner maximisation of dds_adv (method.md section 2): ascent, projection, what it returns, and
+the classifier left as it was (parameters, .grad, mode, batch-norm statistics)."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -8,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddsx.denoisers import IdentityDenoiser
-from ddsx.methods.noise_attack import AttackStrength, classifier_noise_loss, frozen, worst_case_noise_shift
+from ddsx.methods.noise_attack import AttackStrength, frozen, worst_case_noise_shift
 from ddsx.models.classifiers import lenet
 
 
@@ -35,46 +38,64 @@ def _classifier_with_batchnorm(seed=0):
     return model.train()
 
 
+def _attack(classifier, denoiser, x, eps, y, sigma, strength):
+    """The attack as dds_adv runs it: D(x + sigma * (eps + delta)) into per-example CE."""
+
+    def inputs_of(delta):
+        return denoiser(x + sigma * (eps + delta))
+
+    def losses_of(inputs):
+        return F.cross_entropy(classifier(inputs), y, reduction="none")
+
+    with frozen(classifier, strength.classifier_mode):
+        return worst_case_noise_shift(inputs_of, losses_of, x, strength)
+
+
+def _loss_at(classifier, denoiser, x, eps, y, sigma, delta):
+    with torch.no_grad():
+        return F.cross_entropy(classifier(denoiser(x + sigma * (eps + delta))), y, reduction="none")
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_attack_never_lowers_the_loss(norm, steps):
-    classifier = _classifier_with_batchnorm()
+def test_keep_best_never_lowers_the_loss(norm, steps):
+    classifier, denoiser = _classifier_with_batchnorm(), BlurDenoiser()
     x, eps, y = _batch()
-    loss_of = classifier_noise_loss(classifier, BlurDenoiser(), x, eps, y, sigma=0.5)
     strength = AttackStrength(
         steps=steps,
         step_size=0.5 if norm == "linf" else 5.0,
         epsilon=0.5 if norm == "linf" else 4.0,
         norm=norm,
+        keep_best=True,
+        classifier_mode="eval",
     )
-    with frozen(classifier):
-        delta = worst_case_noise_shift(loss_of, x, strength)
-        with torch.no_grad():
-            at_zero, at_delta = loss_of(torch.zeros_like(x)), loss_of(delta)
+    result = _attack(classifier, denoiser, x, eps, y, 0.5, strength)
+    classifier.eval()
+    at_zero = _loss_at(classifier, denoiser, x, eps, y, 0.5, torch.zeros_like(x))
+    at_delta = _loss_at(classifier, denoiser, x, eps, y, 0.5, result.delta)
     assert torch.all(at_delta >= at_zero - 1e-6)
     assert at_delta.mean() > at_zero.mean() + 1e-3, "a real attack should raise the loss on average"
+    # The denoised batch handed back is the one of the returned delta, per example.
+    torch.testing.assert_close(result.inputs, denoiser(x + 0.5 * (eps + result.delta)))
 
 
 def test_vanilla_pgd_raises_mean_loss_too():
-    classifier = _classifier_with_batchnorm()
+    classifier, denoiser = _classifier_with_batchnorm(), BlurDenoiser()
     x, eps, y = _batch(1)
-    loss_of = classifier_noise_loss(classifier, BlurDenoiser(), x, eps, y, sigma=0.25)
-    strength = AttackStrength(steps=2, step_size=0.05, epsilon=0.1, norm="linf", keep_best=False)
-    with frozen(classifier):
-        delta = worst_case_noise_shift(loss_of, x, strength)
-        with torch.no_grad():
-            assert loss_of(delta).mean() > loss_of(torch.zeros_like(x)).mean()
+    strength = AttackStrength(steps=2, step_size=0.05, epsilon=0.1, norm="linf", classifier_mode="eval")
+    result = _attack(classifier, denoiser, x, eps, y, 0.25, strength)
+    classifier.eval()
+    at_delta = _loss_at(classifier, denoiser, x, eps, y, 0.25, result.delta)
+    assert at_delta.mean() > _loss_at(classifier, denoiser, x, eps, y, 0.25, torch.zeros_like(x)).mean()
 
 
 @pytest.mark.parametrize("norm,epsilon", [("linf", 0.1), ("l2", 2.0)])
 def test_projection_holds(norm, epsilon):
     classifier = _classifier_with_batchnorm()
     x, eps, y = _batch(2)
-    loss_of = classifier_noise_loss(classifier, BlurDenoiser(), x, eps, y, sigma=0.5)
     # Steps far larger than the ball: only the projection keeps delta inside.
-    strength = AttackStrength(steps=3, step_size=10.0, epsilon=epsilon, norm=norm, keep_best=False)
-    with frozen(classifier):
-        delta = worst_case_noise_shift(loss_of, x, strength)
+    strength = AttackStrength(steps=3, step_size=10.0, epsilon=epsilon, norm=norm)
+    delta = _attack(classifier, BlurDenoiser(), x, eps, y, 0.5, strength).delta
     if norm == "linf":
         assert delta.abs().max() <= epsilon + 1e-6
         assert torch.isclose(delta.abs().max(), torch.tensor(epsilon))  # it reaches the boundary
@@ -83,19 +104,31 @@ def test_projection_holds(norm, epsilon):
         assert torch.all(norms <= epsilon + 1e-5) and torch.allclose(norms, torch.full_like(norms, epsilon))
 
 
-def test_unbounded_linf_step_is_exactly_eta_sign():
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_one_unbounded_linf_step_is_eta_sign_of_the_gradient_in_that_mode(mode):
+    """One step of 0.1 is 0.1 * sign(grad), the gradient taken with the classifier in ``mode``
+    (train: batch statistics), and the denoised batches returned are those of delta and of 0."""
     classifier = _classifier_with_batchnorm()
     x, eps, y = _batch(3)
-    loss_of = classifier_noise_loss(classifier, IdentityDenoiser(), x, eps, y, sigma=0.5)
-    strength = AttackStrength(steps=1, step_size=0.1, epsilon=None, norm="linf", keep_best=False)
-    with frozen(classifier):
-        delta = worst_case_noise_shift(loss_of, x, strength)
-        d = torch.zeros_like(x, requires_grad=True)
-        grad = torch.autograd.grad(loss_of(d).sum(), d)[0]
-    torch.testing.assert_close(delta, 0.1 * grad.sign())
+    # A copy in the given mode, differentiated by hand (its BN statistics may move: it is a copy).
+    reference = copy.deepcopy(classifier).train(mode == "train")
+    d = torch.zeros_like(x, requires_grad=True)
+    loss = F.cross_entropy(reference(x + 0.5 * (eps + d)), y, reduction="none").sum()
+    expected = 0.1 * torch.autograd.grad(loss, d)[0].sign()
+    other = copy.deepcopy(classifier).train(mode != "train")
+    d = torch.zeros_like(x, requires_grad=True)
+    loss = F.cross_entropy(other(x + 0.5 * (eps + d)), y, reduction="none").sum()
+    assert not torch.equal(expected, 0.1 * torch.autograd.grad(loss, d)[0].sign()), "modes must differ here"
+
+    strength = AttackStrength(steps=1, step_size=0.1, epsilon=None, norm="linf", classifier_mode=mode)
+    result = _attack(classifier, IdentityDenoiser(), x, eps, y, 0.5, strength)
+    torch.testing.assert_close(result.delta, expected)
+    torch.testing.assert_close(result.inputs, x + 0.5 * (eps + expected))
+    torch.testing.assert_close(result.clean_inputs, x + 0.5 * eps)
 
 
-def test_inner_loop_leaves_classifier_untouched():
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_inner_loop_leaves_classifier_untouched(mode):
     classifier = _classifier_with_batchnorm()
     x, eps, y = _batch(4)
     # Give every parameter a known .grad, as if an outer backward had just happened.
@@ -103,9 +136,8 @@ def test_inner_loop_leaves_classifier_untouched():
     params = {k: v.detach().clone() for k, v in classifier.named_parameters()}
     grads = {k: v.grad.clone() for k, v in classifier.named_parameters()}
     buffers = {k: v.clone() for k, v in classifier.named_buffers()}
-    loss_of = classifier_noise_loss(classifier, BlurDenoiser(), x, eps, y, sigma=0.5)
-    with frozen(classifier):
-        worst_case_noise_shift(loss_of, x, AttackStrength(steps=3, step_size=0.1, epsilon=0.3))
+    strength = AttackStrength(steps=3, step_size=0.1, epsilon=0.3, keep_best=True, classifier_mode=mode)
+    _attack(classifier, BlurDenoiser(), x, eps, y, 0.5, strength)
     for k, p in classifier.named_parameters():
         assert torch.equal(p, params[k]) and torch.equal(p.grad, grads[k]) and p.requires_grad
     for k, b in classifier.named_buffers():
@@ -113,8 +145,18 @@ def test_inner_loop_leaves_classifier_untouched():
     assert classifier.training, "train mode must be restored after the attack"
 
 
+def test_zero_attack_returns_delta_zero_and_one_denoised_batch():
+    x, eps, y = _batch(5, n=4)
+    result = _attack(lenet(), BlurDenoiser(), x, eps, y, 0.5, AttackStrength(steps=0))
+    assert torch.equal(result.delta, torch.zeros_like(x))
+    torch.testing.assert_close(result.inputs, BlurDenoiser()(x + 0.5 * eps))
+    assert torch.equal(result.clean_inputs, result.inputs)
+
+
 def test_attack_strength_validates():
     with pytest.raises(ValueError, match="norm"):
         AttackStrength(norm="l1")
     with pytest.raises(ValueError, match="epsilon"):
         AttackStrength(epsilon=-1.0)
+    with pytest.raises(ValueError, match="classifier_mode"):
+        AttackStrength(classifier_mode="batch")

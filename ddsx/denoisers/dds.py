@@ -2,7 +2,8 @@
 
 One shot (default), for x_noisy = x + sigma * eps in [0,1] pixel units (method.md section 1):
 
-    t*   = argmin_t |sqrt((1 - abar_t) / abar_t) - 2 sigma|
+    t*   = argmin_t |sqrt((1 - abar_t) / abar_t) - 2 sigma|      (t_star_rule "nearest", the default;
+           "at_least": the first t with sqrt((1 - abar_t) / abar_t) >= 2 sigma, as Carlini et al.'s code)
     x_t  = sqrt(abar_t*) * (2 x_noisy - 1)
     x0^  = clip((x_t - sqrt(1 - abar_t*) * eps_theta(x_t, t*)) / sqrt(abar_t*), -1, 1)
     D(x_noisy) = (x0^ + 1) / 2
@@ -22,7 +23,7 @@ from torch import nn
 
 from ddsx.denoisers.base import Denoiser
 from ddsx.denoisers.resolution import PAD_MODES, RESOLUTION_MODES, as_size, fit_to_model, resize
-from ddsx.denoisers.schedule import achieved_sigma, noise_levels, t_star_for_sigma
+from ddsx.denoisers.schedule import T_STAR_RULES, achieved_sigma, noise_levels, t_star_for_sigma
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -50,6 +51,8 @@ class DiffusionDenoiser(Denoiser):
         clip: clip x0^ to [-1, 1] (the DDS rule); off only for experiments.
         learn_sigma: force (True/False) the "first half of the channels" rule; None infers it from the
             output's channel count.
+        t_star_rule: "nearest" (the noise level nearest 2 sigma) or "at_least" (the first level >= 2 sigma,
+            Carlini et al.'s code); recorded with t* by ``describe``.
     """
 
     def __init__(
@@ -68,8 +71,11 @@ class DiffusionDenoiser(Denoiser):
         clip: bool = True,
         learn_sigma: bool | None = None,
         name: str = "dds",
+        t_star_rule: str = "nearest",
     ) -> None:
         super().__init__(sigma)
+        if t_star_rule not in T_STAR_RULES:
+            raise ValueError(f"t_star_rule must be one of {T_STAR_RULES}, got {t_star_rule!r}")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if resolution not in RESOLUTION_MODES:
@@ -94,6 +100,7 @@ class DiffusionDenoiser(Denoiser):
         self.output_size = as_size(output_size)
         self.clip = bool(clip)
         self.learn_sigma = learn_sigma
+        self.t_star_rule = t_star_rule
         self.name = name
         self.source: str | None = None  # set by the loader: where the weights came from
         config = getattr(unet, "config", None)
@@ -108,7 +115,7 @@ class DiffusionDenoiser(Denoiser):
 
     def set_sigma(self, sigma: float) -> None:
         """Retune to pixel-unit ``sigma``: recompute t* (ValueError beyond the schedule's largest noise)."""
-        t_star = t_star_for_sigma(self._alphas_cumprod, sigma)
+        t_star = t_star_for_sigma(self._alphas_cumprod, sigma, self.t_star_rule)
         self.sigma = float(sigma)
         self.t_star = t_star
         # DDIM path t* -> 0 in num_steps model calls (duplicates dropped when t* < num_steps - 1).
@@ -119,6 +126,7 @@ class DiffusionDenoiser(Denoiser):
         return {
             "name": self.name,
             "t_star": self.t_star,
+            "t_star_rule": self.t_star_rule,
             "achieved_sigma": achieved_sigma(self._alphas_cumprod, self.t_star),
             "sigma": self.sigma,
             "num_steps": len(self.timesteps),

@@ -27,12 +27,22 @@ def noise_levels(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     return torch.sqrt((1.0 - abar) / abar)
 
 
-def t_star_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
-    """The DDS timestep for pixel-unit noise ``sigma``: argmin_t |sqrt((1-abar_t)/abar_t) - 2 sigma|.
+T_STAR_RULES = ("nearest", "at_least")
 
-    Raises ValueError for a negative sigma, or one beyond the schedule's largest noise (then no
-    timestep of this model ever saw that much noise and one-shot denoising is meaningless).
+
+def t_star_for_sigma(alphas_cumprod: torch.Tensor, sigma: float, rule: str = "nearest") -> int:
+    """The DDS timestep for pixel-unit noise ``sigma``.
+
+    rule "nearest": argmin_t |sqrt((1-abar_t)/abar_t) - 2 sigma| (method.md section 1).
+    rule "at_least": the first t whose noise level sqrt((1-abar_t)/abar_t) is >= 2 sigma, as Carlini et
+    al.'s code picks it (one step later than "nearest" whenever the level just below is the nearer).
+
+    Raises ValueError for an unknown rule, a negative sigma, or one beyond the schedule's largest
+    noise (then no timestep of this model ever saw that much noise and one-shot denoising is
+    meaningless).
     """
+    if rule not in T_STAR_RULES:
+        raise ValueError(f"t_star_rule must be one of {T_STAR_RULES}, got {rule!r}")
     sigma = float(sigma)
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0 (pixel units), got {sigma}")
@@ -44,6 +54,8 @@ def t_star_for_sigma(alphas_cumprod: torch.Tensor, sigma: float) -> int:
             f"has sqrt((1-abar)/abar)/2 = {largest / 2:.4g} in pixel units ({len(levels)} timesteps). "
             "Use a smaller sigma or a model trained with a longer/noisier schedule."
         )
+    if rule == "at_least":
+        return int(torch.nonzero(levels >= 2.0 * sigma)[0, 0])
     return int(torch.argmin(torch.abs(levels - 2.0 * sigma)))
 
 

@@ -29,6 +29,10 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 EVAL_VIEWS = ("clean", "noisy", "denoised")
 
+# float16 autocast without loss scaling: an attack's gradient with respect to its input underflows
+# to zero silently (Lightning's GradScaler only scales the outer loss), so the attack would vanish.
+UNSAFE_ATTACK_PRECISIONS = ("16-mixed", "16", "16-true", "half")
+
 
 class ClassifierModule(L.LightningModule):
     """Trainable classifier h behind a frozen denoiser D; the certified function is h o D.
@@ -40,10 +44,14 @@ class ClassifierModule(L.LightningModule):
         optimizer: partial taking ``params`` (Hydra ``_partial_: true``).
         scheduler: optional partial taking ``optimizer``; stepped per epoch.
         denoiser: frozen noisy->denoised map; ``None`` means identity.
+        name: the method's short name (``method.name``: gaussian, smoothadv, dds, dds_finetune,
+            dds_adv, standard) for logs, W&B and reports; defaults to the class name.
     """
 
     # False for methods that only evaluate an off-the-shelf classifier (ddsx-train skips fit).
     trainable = True
+    # True for methods whose training step differentiates the loss with respect to the input (attacks).
+    uses_input_gradients = False
 
     def __init__(
         self,
@@ -53,6 +61,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         denoiser: Denoiser | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__()
         if sigma < 0:
@@ -61,6 +70,7 @@ class ClassifierModule(L.LightningModule):
         self.denoiser = (denoiser if denoiser is not None else IdentityDenoiser(sigma)).freeze()
         self.num_classes = num_classes
         self.sigma = float(sigma)
+        self.method_name = name or type(self).__name__.removesuffix("Module").lower()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         # The resolved run config; ddsx-train sets it so checkpoints are self-describing.
@@ -124,6 +134,10 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_acc, "test")
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.uses_input_gradients:
+            check_attack_precision(str(self.trainer.precision), self.method_name)
+
     def on_train_start(self) -> None:
         # seed_everything gives every DDP process the same seed, so each would draw the same noise
         # for its shard of the global batch; offset the stream by rank to keep the draws independent.
@@ -180,3 +194,13 @@ class ClassifierModule(L.LightningModule):
         for logger in trainer.loggers:
             if hasattr(logger, "forget_after"):
                 logger.forget_after(int(checkpoint.get("epoch", 0)), int(checkpoint.get("global_step", 0)))
+
+
+def check_attack_precision(precision: str, method: str) -> None:
+    """ValueError for a trainer precision under which an attack's input gradient silently underflows."""
+    if precision in UNSAFE_ATTACK_PRECISIONS:
+        raise ValueError(
+            f"method {method} attacks its input with torch.autograd.grad, which float16 without loss "
+            f"scaling underflows to zero: trainer.precision={precision} is refused. Use "
+            "trainer.precision=bf16-mixed (same speed on recent GPUs, float32's range) or 32-true."
+        )

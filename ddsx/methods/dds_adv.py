@@ -2,7 +2,9 @@
 
     outer: min_h CE(h(D(x + sigma * (eps + delta*))), y) [+ lambda * CE(h(D(x + sigma * eps)), y)]
 
-with delta* from ``noise_attack.worst_case_noise_shift`` (method.md section 2).
+with delta* from ``noise_attack.worst_case_noise_shift`` (method.md section 2). The attack returns
+the denoised batches at delta* and at delta = 0 together with delta*, so a training step runs the
+denoiser K times with gradient (the attack steps) and once without (at delta*), never more.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ddsx.methods.base import ClassifierModule
-from ddsx.methods.noise_attack import AttackStrength, classifier_noise_loss, frozen, worst_case_noise_shift
+from ddsx.methods.noise_attack import AttackResult, AttackStrength, frozen, worst_case_noise_shift
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -23,32 +25,41 @@ class DDSAdversarialModule(ClassifierModule):
     """Trainable classifier behind the frozen diffusion denoiser, trained on the worst-case noise.
 
     Args:
-        attack: the ``attack`` config node (steps, step_size, epsilon, norm, lambda_clean, keep_best).
+        attack: the ``attack`` config node (steps, step_size, epsilon, norm, lambda_clean, keep_best,
+            classifier_mode).
         (other args as ``ClassifierModule``)
     """
+
+    uses_input_gradients = True
 
     def __init__(self, *args: Any, attack: dict | AttackStrength, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.attack = attack if isinstance(attack, AttackStrength) else AttackStrength(**dict(attack))
-        if self.attack.steps == 0 or self.attack.step_size == 0:
+        if self.attack.is_zero:
             log.warning(
                 "method=dds_adv with a zero attack (attack=none?): this trains exactly as dds_finetune"
             )
 
+    def attack_noise(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor) -> AttackResult:
+        """delta* for the noise draw eps, with D(x + sigma * (eps + delta*)) and D(x + sigma * eps)."""
+
+        def denoised(delta: torch.Tensor) -> torch.Tensor:
+            return self.denoise(self.add_noise(x, eps + delta))
+
+        def losses(inputs: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(self.classifier(inputs), y, reduction="none")
+
+        with frozen(self.classifier, self.attack.classifier_mode):
+            return worst_case_noise_shift(denoised, losses, x, self.attack)
+
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eps = torch.randn_like(x)
-        with frozen(self.classifier):
-            delta = worst_case_noise_shift(
-                classifier_noise_loss(self.classifier, self.denoiser, x, eps, y, self.sigma), x, self.attack
-            )
-        # The denoiser is frozen and only h trains: no graph through D for the outer step.
-        with torch.no_grad():
-            attacked = self.denoise(self.add_noise(x, eps + delta))
-        logits = self.classifier(attacked)
+        result = self.attack_noise(x, eps, y)
+        # D is frozen and only h trains: the detached denoised batch of delta* is the whole input.
+        logits = self.classifier(result.inputs)
         loss = F.cross_entropy(logits, y)
-        self.log("train/delta_norm", delta.flatten(1).norm(dim=1).mean(), on_step=False, on_epoch=True)
+        self.log("train/delta_norm", result.delta.flatten(1).norm(dim=1).mean(), on_step=False, on_epoch=True)
         if self.attack.lambda_clean > 0:
-            with torch.no_grad():
-                plain = self.denoise(self.add_noise(x, eps))
-            loss = loss + self.attack.lambda_clean * F.cross_entropy(self.classifier(plain), y)
+            clean_loss = F.cross_entropy(self.classifier(result.clean_inputs), y)
+            loss = loss + self.attack.lambda_clean * clean_loss
         return loss, logits

@@ -3,8 +3,11 @@
     delta* = argmax_{||delta|| <= epsilon} CE(h(D(x + sigma * (eps + delta))), y)
 
 found by K steps of projected gradient ascent from delta = 0. Only delta is differentiated: the
-classifier is put in eval mode with parameters frozen for the duration, so neither its .grad buffers
-nor its batch-norm statistics see the attack.
+classifier's parameters are frozen for the duration, so its .grad buffers never see the attack,
+and its batch-norm running statistics are restored afterwards whatever mode it attacks in.
+
+The attack also hands back the denoised batch of the iterate it returns (detached), so the outer
+step trains on it without running the denoiser a second time on the same input.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Norm = Literal["linf", "l2"]
+ClassifierMode = Literal["eval", "train"]
+CLASSIFIER_MODES = ("eval", "train")
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,12 @@ class AttackStrength:
     norm: Norm = "linf"
     lambda_clean: float = 0.0
     # Return, per example, the best iterate seen (delta = 0 included), so the attack can never make
-    # the loss smaller than no attack; costs one extra forward pass.
-    keep_best: bool = True
+    # the loss smaller than no attack; costs one classifier forward pass (not a denoiser pass) more.
+    # False: the last iterate, as the authors' code.
+    keep_best: bool = False
+    # The classifier's mode during the attack: "train" (batch statistics, as the authors' code; the
+    # running statistics are restored afterwards) or "eval" (running statistics, dropout off).
+    classifier_mode: ClassifierMode = "train"
 
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
@@ -45,22 +53,39 @@ class AttackStrength:
             raise ValueError(f"attack.epsilon must be >= 0 or null (unbounded), got {self.epsilon}")
         if self.lambda_clean < 0:
             raise ValueError(f"attack.lambda_clean must be >= 0, got {self.lambda_clean}")
+        if self.classifier_mode not in CLASSIFIER_MODES:
+            raise ValueError(
+                f"attack.classifier_mode must be one of {CLASSIFIER_MODES}, got {self.classifier_mode!r}"
+            )
+
+    @property
+    def is_zero(self) -> bool:
+        return self.steps == 0 or self.step_size == 0
 
 
 @contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients inside; the previous state restored on exit."""
-    was_training = module.training
+def frozen(module: nn.Module, mode: ClassifierMode = "eval") -> Iterator[None]:
+    """No parameter gradients inside, the module in ``mode``; on exit its parameters' flags, its
+    train/eval mode and every buffer (batch-norm running statistics) are as they were on entry."""
+    if mode not in CLASSIFIER_MODES:
+        raise ValueError(f"classifier mode must be one of {CLASSIFIER_MODES}, got {mode!r}")
+    modes = {m: m.training for m in module.modules()}
     flags = [p.requires_grad for p in module.parameters()]
-    module.eval()
+    # In train mode batch norm updates its running statistics in place on every forward: keep a copy.
+    buffers = [(b, b.detach().clone()) for b in module.buffers()] if mode == "train" else []
+    module.train(mode == "train")
     for p in module.parameters():
         p.requires_grad_(False)
     try:
         yield
     finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
         for p, flag in zip(module.parameters(), flags, strict=True):
             p.requires_grad_(flag)
-        module.train(was_training)
+        for m, training in modes.items():
+            m.training = training
 
 
 def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
@@ -69,63 +94,75 @@ def _per_example_norm(t: torch.Tensor) -> torch.Tensor:
 
 
 def ascent_step(delta: torch.Tensor, grad: torch.Tensor, strength: AttackStrength) -> torch.Tensor:
-    """One projected ascent step: sign steps for linf, normalised steps for l2."""
+    """One ascent step: sign steps for linf, normalised steps for l2 (not projected)."""
     if strength.norm == "linf":
-        delta = delta + strength.step_size * grad.sign()
-        return delta if strength.epsilon is None else delta.clamp(-strength.epsilon, strength.epsilon)
-    delta = delta + strength.step_size * grad / _per_example_norm(grad)
+        return delta + strength.step_size * grad.sign()
+    return delta + strength.step_size * grad / _per_example_norm(grad)
+
+
+def project(delta: torch.Tensor, strength: AttackStrength) -> torch.Tensor:
+    """delta onto the epsilon ball of ``strength.norm`` (per example); unbounded: unchanged."""
     if strength.epsilon is None:
         return delta
+    if strength.norm == "linf":
+        return delta.clamp(-strength.epsilon, strength.epsilon)
     return delta * (strength.epsilon / _per_example_norm(delta)).clamp(max=1.0)
 
 
+@dataclass(frozen=True)
+class AttackResult:
+    """What the attack found, all detached: delta (N, ...), the classifier's input at delta
+    (``inputs``: D(x + sigma * (eps + delta)) for dds_adv) and at delta = 0 (``clean_inputs``)."""
+
+    delta: torch.Tensor
+    inputs: torch.Tensor
+    clean_inputs: torch.Tensor
+
+
 def worst_case_noise_shift(
-    loss_of_delta: Callable[[torch.Tensor], torch.Tensor],
+    inputs_of_delta: Callable[[torch.Tensor], torch.Tensor],
+    loss_of_inputs: Callable[[torch.Tensor], torch.Tensor],
     like: torch.Tensor,
     strength: AttackStrength,
-) -> torch.Tensor:
-    """delta* (detached, shaped like ``like``) maximising the per-example losses ``loss_of_delta(delta)`` (N,).
+) -> AttackResult:
+    """delta* maximising the per-example losses ``loss_of_inputs(inputs_of_delta(delta))`` (N,).
 
-    ``loss_of_delta`` must be differentiable in delta; parameters it touches should be frozen by the
-    caller (see ``frozen``).
+    ``inputs_of_delta`` (the denoiser's part) must be differentiable in delta; it runs K times with
+    gradient and once more without, for the returned iterate. Parameters the losses touch should be
+    frozen by the caller (see ``frozen``).
     """
     delta = torch.zeros_like(like)
-    if strength.steps == 0 or strength.step_size == 0:
-        return delta
     expand = (-1,) + (1,) * (like.dim() - 1)  # (N,) -> broadcastable over (N, C, H, W)
-    best_delta, best_loss = None, None
-    for step in range(strength.steps + 1):
-        last = step == strength.steps
-        if last and not strength.keep_best:
-            break  # vanilla PGD: the last iterate, no extra forward pass
-        with torch.set_grad_enabled(not last):
-            delta.requires_grad_(not last)
-            losses = loss_of_delta(delta)
-            grad = None if last else torch.autograd.grad(losses.sum(), delta)[0]
-        delta, losses = delta.detach(), losses.detach()
+    clean_inputs = best = None  # best: (loss, delta, inputs) per example, for keep_best
+    steps = 0 if strength.is_zero else strength.steps
+    for _ in range(steps):
+        with torch.enable_grad():
+            delta.requires_grad_(True)
+            inputs = inputs_of_delta(delta)
+            losses = loss_of_inputs(inputs)
+            grad = torch.autograd.grad(losses.sum(), delta)[0]
+        delta, inputs, losses = delta.detach(), inputs.detach(), losses.detach()
+        if clean_inputs is None:
+            clean_inputs = inputs
         if strength.keep_best:
-            if best_loss is None:  # delta = 0, the no-attack baseline
-                best_loss, best_delta = losses, delta
-            else:
-                better = losses > best_loss
-                best_loss = torch.where(better, losses, best_loss)
-                best_delta = torch.where(better.view(expand), delta, best_delta)
-        if grad is not None:
-            delta = ascent_step(delta, grad, strength)
-    return best_delta if strength.keep_best else delta
+            best = _keep_better(best, (losses, delta, inputs), expand)
+        delta = project(ascent_step(delta, grad, strength), strength)
+    with torch.no_grad():
+        inputs = inputs_of_delta(delta)
+        if clean_inputs is None:  # no step taken: delta is 0
+            clean_inputs = inputs
+        if strength.keep_best and best is not None:
+            losses, delta, inputs = _keep_better(best, (loss_of_inputs(inputs), delta, inputs), expand)
+    return AttackResult(delta.detach(), inputs.detach(), clean_inputs.detach())
 
 
-def classifier_noise_loss(
-    classifier: nn.Module,
-    denoiser: nn.Module,
-    x: torch.Tensor,
-    eps: torch.Tensor,
-    y: torch.Tensor,
-    sigma: float,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """delta -> per-example CE(h(D(x + sigma * (eps + delta))), y), shape (N,)."""
-
-    def loss(delta: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(classifier(denoiser(x + sigma * (eps + delta))), y, reduction="none")
-
-    return loss
+def _keep_better(best, candidate, expand):
+    """Per example, whichever of the two (loss, delta, inputs) triples has the larger loss (ties: best)."""
+    if best is None:
+        return candidate
+    better = candidate[0] > best[0]
+    return (
+        torch.where(better, candidate[0], best[0]),
+        torch.where(better.view(expand), candidate[1], best[1]),
+        torch.where(better.view(expand), candidate[2], best[2]),
+    )

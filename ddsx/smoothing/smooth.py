@@ -8,6 +8,7 @@ on the device and never copies the input per sample.
 from __future__ import annotations
 
 import contextlib
+import logging
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Smooth:
         """
         if x.dim() < 1:
             raise ValueError(f"x must be one example (C, H, W), got shape {tuple(x.shape)}")
+        _put_in_eval_mode(self.base_classifier)
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=x.device)
         with torch.inference_mode():
             for noise in gaussian_batches(
@@ -174,6 +176,24 @@ class Smooth:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+def _put_in_eval_mode(base_classifier: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """A certificate must not depend on batch statistics, nor change them: any module of the base
+    classifier left in training mode (batch norm, dropout) is put in eval mode, with a logged line."""
+    if not isinstance(base_classifier, torch.nn.Module):
+        return
+    training = [
+        name or type(base_classifier).__name__ for name, m in base_classifier.named_modules() if m.training
+    ]
+    if training:
+        logging.getLogger(__name__).warning(
+            "Smooth: the base classifier had %d module(s) in training mode (%s); put in eval mode, as "
+            "certification requires",
+            len(training),
+            ", ".join(training[:3]) + (", ..." if len(training) > 3 else ""),
+        )
+        base_classifier.eval()
 
 
 def _check_budget(*, n0: int, n: int, alpha: float, batch_size: int) -> None:
