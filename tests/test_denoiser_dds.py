@@ -188,6 +188,30 @@ def test_set_sigma_retunes_and_bad_sigma_fails():
         DiffusionDenoiser(_tiny_unet(), ABAR, 0.5, prediction_type="noise")  # type: ignore[arg-type]
 
 
+def test_t_star_rule_is_applied_on_retune_and_recorded():
+    nearest = DiffusionDenoiser(_tiny_unet(), ABAR, 0.25)
+    at_least = DiffusionDenoiser(_tiny_unet(), ABAR, 0.25, t_star_rule="at_least")
+    levels = torch.sqrt((1 - ABAR) / ABAR)
+    for sigma in (0.25, 0.5, 1.0):
+        nearest.set_sigma(sigma)
+        at_least.set_sigma(sigma)
+        first = int(torch.nonzero(levels >= 2 * sigma)[0, 0])
+        assert at_least.t_star == first and levels[first - 1] < 2 * sigma
+        assert nearest.t_star == int(torch.argmin((levels - 2 * sigma).abs()))
+        assert (
+            at_least.describe()["t_star_rule"] == "at_least"
+            and nearest.describe()["t_star_rule"] == "nearest"
+        )
+        assert at_least.describe()["t_star"] == at_least.t_star
+    assert any(
+        DiffusionDenoiser(_tiny_unet(), ABAR, s, t_star_rule="at_least").t_star != nearest.t_star
+        for s in (0.1, 0.2, 0.3)
+        if nearest.set_sigma(s) is None
+    ), "the two rules must differ somewhere on this schedule"
+    with pytest.raises(ValueError, match="t_star_rule"):
+        DiffusionDenoiser(_tiny_unet(), ABAR, 0.25, t_star_rule="round")
+
+
 def test_auto_resolution_pads_smaller_inputs_and_resizes_larger_ones():
     from ddsx.denoisers.resolution import fit_to_model
 

@@ -77,6 +77,22 @@ def test_t_star_cosine_schedule(sigma, T):
         assert expected == known[(sigma, T)]
 
 
+@pytest.mark.parametrize(("sigma", "at_least", "nearest"), [(0.12, 573, 572), (0.5, 1984, 1983)])
+def test_t_star_rules_on_the_cifar10_cosine_schedule(sigma, at_least, nearest):
+    """CIFAR-10's 4000-step cosine schedule: "at_least" (Carlini et al.'s code: the first t whose noise
+    level reaches 2 sigma) is one step after "nearest" here; a plain scan of the closed form agrees."""
+    T = 4000
+    levels = [math.sqrt((1 - a) / a) for a in (_cosine_f((t + 1) / T) / _cosine_f(0) for t in range(T))]
+    assert next(t for t, level in enumerate(levels) if level >= 2 * sigma) == at_least
+    assert min(range(T), key=lambda t: abs(levels[t] - 2 * sigma)) == nearest
+    abar = betas_to_abar(betas_cosine(T))
+    assert t_star_for_sigma(abar, sigma, "at_least") == at_least
+    assert t_star_for_sigma(abar, sigma, "nearest") == nearest
+    assert t_star_for_sigma(abar, sigma) == nearest  # the default
+    with pytest.raises(ValueError, match="t_star_rule"):
+        t_star_for_sigma(abar, sigma, "ceil")
+
+
 def test_achieved_sigma_is_half_the_model_scale_noise():
     abar = betas_to_abar(betas_linear(1000, 1e-4, 0.02))
     t = t_star_for_sigma(abar, 0.5)
