@@ -1,0 +1,121 @@
+"""Time one dds_adv training step against one dds_finetune step (batch 128, mnist5k-sized UNet).
+
+Runs whichever ddsx is on the path, with that checkout's own conf/attack/<attack>.yaml, so the same
+command measures an old and a new checkout side by side:
+
+    PYTHONPATH=/path/to/old   python experiments/bench/method_step.py
+    PYTHONPATH=/path/to/new   python experiments/bench/method_step.py
+
+The denoiser is the mnist5k DDPM folder given by --denoiser (DDSX_CHECKPOINTS/denoisers/mnist5k_ddpm)
+when it exists, else the `denoiser_model=small` UNet with seeded random weights (same cost). A step is
+the training loss, its backward and an optimiser step; steps of the two methods alternate, and the
+median of --repeats is reported with the UNet forward passes counted per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+
+def build_unet_denoiser(folder: Path | None, sigma: float):
+    import hydra
+
+    import ddsx
+    from ddsx.denoisers.dds import DiffusionDenoiser
+    from ddsx.denoisers.load import load_diffusers_denoiser
+    from ddsx.denoisers.schedule import alphas_cumprod_from_betas, betas_cosine
+
+    if folder is not None and (folder / "model_index.json").is_file():
+        return load_diffusers_denoiser(folder, sigma), f"trained UNet from {folder}"
+    conf = Path(ddsx.__file__).resolve().parents[1] / "conf" / "denoiser_model" / "small.yaml"
+    torch.manual_seed(0)
+    unet = hydra.utils.instantiate(OmegaConf.load(conf), sample_size=28, in_channels=1, out_channels=1)
+    # ddsx-denoiser's schedule: 1000-step cosine (squaredcos_cap_v2).
+    return DiffusionDenoiser(
+        unet, alphas_cumprod_from_betas(betas_cosine(1000)), sigma
+    ), f"random {conf.name} UNet"
+
+
+class ForwardCounter:
+    """Counts the UNet's forward calls (a forward pre-hook)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.count = 0
+        unet.register_forward_pre_hook(lambda module, args: self._hit())
+
+    def _hit(self) -> None:
+        self.count += 1
+
+
+def main() -> None:
+    import ddsx
+    from ddsx.methods.dds_adv import DDSAdversarialModule
+    from ddsx.methods.dds_finetune import DDSFinetuneModule
+    from ddsx.models.classifiers import lenet
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--attack", default="mnist", help="conf/attack/<name>.yaml of the checkout on the path"
+    )
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    checkpoints = Path(os.environ.get("DDSX_CHECKPOINTS", "checkpoints"))
+    parser.add_argument("--denoiser", type=Path, default=checkpoints / "denoisers" / "mnist5k_ddpm")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    root = Path(ddsx.__file__).resolve().parents[1]
+    attack = dict(OmegaConf.to_container(OmegaConf.load(root / "conf" / "attack" / f"{args.attack}.yaml")))
+    denoiser, what = build_unet_denoiser(args.denoiser, args.sigma)
+    counter = ForwardCounter(denoiser.unet)
+    modules = {
+        "dds_finetune": DDSFinetuneModule(lenet(), 10, args.sigma, torch.optim.AdamW, denoiser=denoiser),
+        "dds_adv": DDSAdversarialModule(
+            lenet(), 10, args.sigma, torch.optim.AdamW, denoiser=denoiser, attack=attack
+        ),
+    }
+    optimizers = {name: torch.optim.AdamW(m.classifier.parameters(), lr=1e-3) for name, m in modules.items()}
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(args.batch, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (args.batch,), generator=g)
+
+    def step(name: str) -> tuple[float, int]:
+        module, optimizer = modules[name], optimizers[name]
+        before = counter.count
+        start = time.perf_counter()
+        optimizer.zero_grad()
+        loss, _ = module.training_loss(x, y)
+        loss.backward()
+        optimizer.step()
+        return time.perf_counter() - start, counter.count - before
+
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    calls: dict[str, int] = {}
+    for name in modules:
+        step(name)  # warm-up
+    for _ in range(args.repeats):
+        for name in modules:
+            seconds, calls[name] = step(name)
+            times[name].append(seconds)
+    print(
+        f"ddsx from {root}; {what}; batch {args.batch}; {args.threads} threads; attack={args.attack}: {attack}"
+    )
+    for name in modules:
+        print(
+            f"  {name:<13} median {statistics.median(times[name]):.3f} s/step, UNet forwards per step {calls[name]}"
+        )
+    ratio = statistics.median(times["dds_adv"]) / statistics.median(times["dds_finetune"])
+    print(f"  ratio dds_adv / dds_finetune = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
