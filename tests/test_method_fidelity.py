@@ -239,3 +239,17 @@ def test_smooth_puts_a_training_mode_classifier_in_eval_mode(caplog):
     assert all(torch.equal(v, before[k]) for k, v in classifier.named_buffers())
     # The counts are those of the eval-mode classifier: the same again with the same noise.
     assert torch.equal(counts, smooth.sample_counts(x, 64, 16, torch.Generator().manual_seed(0)))
+
+
+# ----- the configs -------------------------------------------------------------------------------
+@pytest.mark.parametrize("attack", ["mnist", "cifar10", "imagenet"])
+def test_paper_recipes_use_the_authors_procedure(compose_train, attack):
+    cfg = compose_train("method=dds_adv", f"attack={attack}")
+    assert cfg.attack.keep_best is False and cfg.attack.classifier_mode == "train"
+
+
+@pytest.mark.parametrize("method", ["standard", "gaussian", "smoothadv", "dds", "dds_finetune", "dds_adv"])
+def test_method_configs_carry_their_report_name(compose_train, method):
+    cfg = compose_train(f"method={method}", "trainer=gpu")
+    assert cfg.method.name == method
+    assert cfg.trainer.precision == "bf16-mixed"

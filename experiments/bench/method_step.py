@@ -64,6 +64,13 @@ def main() -> None:
     parser.add_argument(
         "--attack", default="mnist", help="conf/attack/<name>.yaml of the checkout on the path"
     )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attack keys to override, e.g. keep_best=true",
+    )
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sigma", type=float, default=0.5)
@@ -74,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     root = Path(ddsx.__file__).resolve().parents[1]
-    attack = dict(OmegaConf.to_container(OmegaConf.load(root / "conf" / "attack" / f"{args.attack}.yaml")))
+    attack = OmegaConf.load(root / "conf" / "attack" / f"{args.attack}.yaml")
+    attack = dict(OmegaConf.to_container(OmegaConf.merge(attack, OmegaConf.from_dotlist(args.set))))
     denoiser, what = build_unet_denoiser(args.denoiser, args.sigma)
     counter = ForwardCounter(denoiser.unet)
     modules = {
