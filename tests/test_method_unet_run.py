@@ -27,14 +27,14 @@ def unet_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_fast_dev_run_through_a_real_unet(compose_train, unet_folder):
-    for method in ("dds_adv", "dds_finetune"):
-        cfg = compose_train(
-            "dataset=digits", "debug=fast_dev_run", f"method={method}", "attack=mnist", f"sigma={SIGMA}",
-            "denoiser=diffusers", f"denoiser.path={unet_folder}",
-        )  # fmt: skip
-        metrics = train(cfg)
-        assert torch.isfinite(torch.tensor(metrics["train/loss_step"])) and "test/acc_denoised" in metrics
+@pytest.mark.parametrize("method", ["dds_adv", "dds_finetune"])
+def test_fast_dev_run_through_a_real_unet(compose_train, unet_folder, method):
+    cfg = compose_train(
+        "dataset=digits", "debug=fast_dev_run", f"method={method}", "attack=mnist", f"sigma={SIGMA}",
+        "denoiser=diffusers", f"denoiser.path={unet_folder}",
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss_step"])) and "test/acc_denoised" in metrics
 
 
 @pytest.mark.parametrize("method", ["dds_adv", "dds_finetune"])

@@ -8,7 +8,6 @@ on the device and never copies the input per sample.
 from __future__ import annotations
 
 import contextlib
-import logging
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import torch
 
 from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound, top_two_p_value
 from ddsx.smoothing.noise import gaussian_batches
+from ddsx.utils.logging import get_logger
 
 ABSTAIN = -1
 
@@ -187,7 +187,7 @@ def _put_in_eval_mode(base_classifier: Callable[[torch.Tensor], torch.Tensor]) -
         name or type(base_classifier).__name__ for name, m in base_classifier.named_modules() if m.training
     ]
     if training:
-        logging.getLogger(__name__).warning(
+        get_logger(__name__).warning(
             "Smooth: the base classifier had %d module(s) in training mode (%s); put in eval mode, as "
             "certification requires",
             len(training),
