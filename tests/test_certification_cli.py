@@ -55,7 +55,7 @@ def write_checkpoint(path: Path, sigma: float = 0.5) -> Path:
 def test_certifies_a_checkpoint_at_its_training_sigma(compose_certify, tmp_path: Path) -> None:
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
     cfg = compose_certify(f"ckpt_path={ckpt}", "certify.skip=30", "certify.max=3")
-    path = certify(cfg)
+    [path] = certify(cfg)
     assert path == tmp_path / "run" / "certify.tsv"
     rows = read_results(path)
     assert [r.idx for r in rows] == [0, 30, 60]
@@ -67,7 +67,9 @@ def test_certifies_a_checkpoint_at_its_training_sigma(compose_certify, tmp_path:
 
 def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path) -> None:
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
-    rows = read_results(certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25")))
+    rows = read_results(
+        certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))[0]
+    )
     assert rows[0].sigma == 0.25
 
 
@@ -86,7 +88,7 @@ def test_certifies_through_a_diffusion_denoiser_folder(compose_certify, tmp_path
     cfg = compose_certify(
         "denoiser=diffusers", f"denoiser.path={tmp_path / 'ddpm'}", "certify.sigma=0.25", "certify.max=2"
     )
-    path = certify(cfg)
+    [path] = certify(cfg)
     t_star = [r.t_star for r in read_results(path)]
     # t* is where sqrt((1 - abar) / abar) is closest to 2 sigma = 0.5 on the [-1,1] scale.
     abar = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
@@ -107,7 +109,7 @@ def test_checkpoint_trained_through_a_denoiser_is_certified_through_it(
         "sigma": 0.5,
     }
     torch.save(state, ckpt)
-    rows = read_results(certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1")))
+    rows = read_results(certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1"))[0])
     assert rows[0].t_star is not None, "the default denoiser=none must not drop the checkpoint's denoiser"
 
 

@@ -12,15 +12,14 @@ from torch import nn
 from ddsx.certification import (
     COLUMNS,
     CertifySettings,
+    ClassifierSpec,
+    ResultFile,
     ResultFileError,
-    ResultStore,
     SettingsMismatchError,
-    certify_dataset,
+    build_certifier,
     read_results,
-    run_identity,
     sidecar_path,
 )
-from ddsx.smoothing import Smooth
 from tests.conftest import tiny_unet
 
 NUM_CLASSES = 3
@@ -41,21 +40,25 @@ def settings(**overrides) -> CertifySettings:
     return CertifySettings.from_mapping(values)
 
 
-def run(tmp_path: Path, classifier: nn.Module | None = None, dataset=None, **overrides) -> Path:
-    s = settings(**overrides)
-    classifier = classifier or make_classifier()
+def certifier(tmp_path: Path, classifier: nn.Module | None = None, dataset=None, denoiser=None, **overrides):
+    s = settings(output=str(tmp_path / "certify.tsv"), **overrides)
+    spec = ClassifierSpec(classifier or make_classifier(), "test")
     dataset = dataset or make_dataset()
-    identity = run_identity(
-        s, classifier=classifier, denoiser=None, dataset="toy", split_size=len(dataset), model_source="test"
+    return build_certifier(
+        s, [spec], denoiser=denoiser, dataset=dataset, dataset_name="toy", num_classes=NUM_CLASSES
     )
-    smooth = Smooth(classifier, NUM_CLASSES, s.sigma)
-    return certify_dataset(smooth, dataset, s, tmp_path / "certify.tsv", identity)
+
+
+def run(tmp_path: Path, classifier: nn.Module | None = None, dataset=None, **overrides) -> Path:
+    dataset = dataset or make_dataset()
+    [path] = certifier(tmp_path, classifier, dataset, **overrides).run(dataset)
+    return path
 
 
 def stable_fields(path: Path) -> list[tuple]:
     """Rows without the timing columns (time, seconds), which legitimately differ between runs."""
     return [
-        (r.idx, r.label, r.predict, r.radius, r.correct, r.count_a, r.n, r.n0, r.p_lower, r.sigma)
+        (r.idx, r.label, r.predict, r.radius, r.correct, r.samples, r.count_a, r.n, r.n0, r.p_lower, r.sigma)
         for r in read_results(path)
     ]
 
@@ -136,33 +139,37 @@ def test_refuses_a_file_without_settings(tmp_path: Path) -> None:
         run(tmp_path)
 
 
+def thread_broadcast(world_size: int, barrier: threading.Barrier):
+    """Fabric's broadcast for ranks simulated by threads: everyone gets rank 0's value."""
+    box = {}
+
+    def broadcast(value, rank):
+        if rank == 0:
+            box["value"] = value
+        barrier.wait()
+        result = box["value"]
+        barrier.wait()
+        return result
+
+    return broadcast
+
+
 def _run_ranks(tmp_path: Path, world_size: int, **overrides) -> Path:
-    """world_size processes simulated by threads sharing a barrier (the engine only needs a barrier)."""
+    """world_size processes simulated by threads sharing a barrier and a broadcast."""
     barrier = threading.Barrier(world_size)
+    broadcast = thread_broadcast(world_size, barrier)
     results, errors = {}, []
     # Built once: seeding the global RNG from two threads at once would race.
     classifier, dataset = make_classifier(), make_dataset()
 
     def worker(rank: int) -> None:
         try:
-            s = settings(**overrides)
-            identity = run_identity(
-                s,
-                classifier=classifier,
-                denoiser=None,
-                dataset="toy",
-                split_size=len(dataset),
-                model_source="test",
-            )
-            results[rank] = certify_dataset(
-                Smooth(classifier, NUM_CLASSES, s.sigma),
+            [results[rank]] = certifier(tmp_path, classifier, dataset, **overrides).run(
                 dataset,
-                s,
-                tmp_path / "certify.tsv",
-                identity,
                 rank=rank,
                 world_size=world_size,
                 barrier=barrier.wait,
+                broadcast=lambda value: broadcast(value, rank),
             )
         except Exception as error:  # surfaced below
             errors.append(error)
@@ -183,14 +190,14 @@ def test_shards_of_several_processes_merge_into_the_single_process_rows(tmp_path
     single = run(tmp_path / "one")
     assert [r.idx for r in read_results(merged)] == list(range(12))
     assert stable_fields(merged) == stable_fields(single)
-    assert not ResultStore(merged).shard_paths()
+    assert not ResultFile(merged).shard_paths()
 
 
 def test_leftover_shards_of_a_crashed_run_are_merged_by_the_next_run(tmp_path: Path) -> None:
     path = run(tmp_path, max=5)  # writes idx 0..4 into certify.tsv
     lines = path.read_bytes().splitlines(keepends=True)
     header, rows = lines[0], lines[1:]
-    store = ResultStore(path)
+    store = ResultFile(path)
     path.write_bytes(header + rows[0])  # pretend: rank 0 merged nothing yet ...
     store.shard_path(0).write_bytes(header + rows[2] + rows[4][:5])  # ... rank 0's shard, torn
     store.shard_path(1).write_bytes(header + rows[1] + rows[3])
@@ -203,9 +210,8 @@ def test_leftover_shards_of_a_crashed_run_are_merged_by_the_next_run(tmp_path: P
 
 def test_diffusion_denoiser_t_star_is_recorded_in_rows_and_settings(tmp_path: Path) -> None:
     diffusers = pytest.importorskip("diffusers")
-    from ddsx.certification.models import build_denoiser
+    from ddsx.certification.build import build_denoiser
     from ddsx.denoisers.dds import DiffusionDenoiser
-    from ddsx.models.pipeline import DenoisedClassifier
 
     unet = tiny_unet(sample_size=4)
     abar = diffusers.DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
@@ -213,13 +219,37 @@ def test_diffusion_denoiser_t_star_is_recorded_in_rows_and_settings(tmp_path: Pa
     assert denoiser.describe()["name"] == "none"
     denoiser = DiffusionDenoiser(unet, abar, sigma=0.5)
     denoiser.set_sigma(0.25)  # what build_denoiser does for a configured one
-    s = settings(max=2, n=16, n0=4)
-    classifier = make_classifier()
-    identity = run_identity(
-        s, classifier=classifier, denoiser=denoiser, dataset="toy", split_size=12, model_source="test"
-    )
-    base = DenoisedClassifier(classifier, denoiser).eval()
-    path = certify_dataset(Smooth(base, NUM_CLASSES, 0.25), make_dataset(), s, tmp_path / "c.tsv", identity)
+    engine = certifier(tmp_path, denoiser=denoiser, max=2, n=16, n0=4)
+    [path] = engine.run(make_dataset())
     t_star = denoiser.describe()["t_star"]
-    assert t_star > 0 and identity["denoiser"]["t_star"] == t_star
+    assert t_star > 0 and engine.targets[0].identity["denoiser"]["t_star"] == t_star
     assert [r.t_star for r in read_results(path)] == [t_star, t_star]
+
+
+def test_packed_rows_equal_smooth_certify_one_example_at_a_time(tmp_path: Path) -> None:
+    from ddsx.smoothing import Smooth, example_generator
+
+    classifier, dataset = make_classifier(), make_dataset()
+    rows = read_results(run(tmp_path, max=5, batch_size=20))  # 20 = selection chunks of 3 examples at once
+    smooth = Smooth(classifier, NUM_CLASSES, 0.25)
+    for row in rows:
+        image, _ = dataset[row.idx]
+        cert = smooth.certify(image, 8, 64, 0.01, 16, generator=example_generator(0, row.idx))
+        assert (row.predict, row.count_a, row.radius, row.p_lower) == (
+            cert.prediction,
+            cert.count,
+            cert.radius,
+            cert.p_lower,
+        )
+
+
+def test_the_certification_package_never_imports_the_report_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ddsx.certification, ddsx.certification.callback, ddsx.cli.certify;"
+        "print(sorted(m for m in sys.modules if m.startswith('ddsx.report')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

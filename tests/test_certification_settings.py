@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ddsx.certification import CertifySettings, InvalidSettingError, ResultRow
-from ddsx.certification.reporting import log_certification
+from ddsx.certification.loggers import log_certification
 
 
 @pytest.mark.parametrize(

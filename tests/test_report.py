@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ddsx.certification.results_file import HEADER, ResultRow, format_row
-from ddsx.certification.store import sidecar_path
+from ddsx.certification.result_file import HEADER, ResultRow, format_row, sidecar_path
 from ddsx.cli.report import build_report, main
 from ddsx.report import envelope_curve, envelope_table, load_runs, summary_table
 

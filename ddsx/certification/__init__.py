@@ -1,31 +1,50 @@
-"""Certification engine: settings, resumable result files, the dataset loop, metrics, the callback.
+"""Certification engine: settings, the engine and its builder, result files, metrics, loggers.
 
-The callback lives in ``ddsx.certification.callback`` (import it from there; it pulls in Lightning).
+Flow: settings -> build (build.py) -> engine (engine.py, decisions.py) -> result file
+(result_file.py) -> metrics (metrics.py) -> progress.py, loggers.py. The callback lives in
+``ddsx.certification.callback`` (import it from there; it pulls in Lightning). This package never
+imports ``ddsx.report``.
 """
 
-from ddsx.certification.engine import certify_dataset, certify_example
-from ddsx.certification.identity import module_fingerprint, run_identity
-from ddsx.certification.metrics import certified_accuracy, metric_names, summarize
-from ddsx.certification.results_file import COLUMNS, ResultFileError, ResultRow, read_results
+from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
+from ddsx.certification.engine import Certifier, Target
+from ddsx.certification.metrics import Tally, certified_accuracy, format_summary, metric_names, summarize
+from ddsx.certification.result_file import (
+    COLUMNS,
+    ResultFile,
+    ResultFileError,
+    ResultFileLockedError,
+    ResultRow,
+    SettingsMismatchError,
+    module_fingerprint,
+    read_results,
+    run_identity,
+    sidecar_path,
+)
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
-from ddsx.certification.store import ResultStore, SettingsMismatchError, sidecar_path
 
 __all__ = [
     "COLUMNS",
     "DEFAULT_RADII",
+    "Certifier",
     "CertifySettings",
+    "ClassifierSpec",
     "InvalidSettingError",
+    "ResultFile",
     "ResultFileError",
+    "ResultFileLockedError",
     "ResultRow",
-    "ResultStore",
     "SettingsMismatchError",
+    "Tally",
+    "Target",
+    "build_certifier",
     "certified_accuracy",
-    "certify_dataset",
-    "certify_example",
+    "format_summary",
     "metric_names",
     "module_fingerprint",
     "read_results",
     "run_identity",
     "sidecar_path",
     "summarize",
+    "tuned_to",
 ]

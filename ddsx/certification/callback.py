@@ -11,16 +11,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from ddsx.certification.engine import certify_dataset
-from ddsx.certification.identity import run_identity
-from ddsx.certification.models import run_info
-from ddsx.certification.reporting import format_summary, log_certification
-from ddsx.certification.results_file import read_results
+from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
+from ddsx.certification.loggers import log_certification
+from ddsx.certification.metrics import format_summary, summarize
+from ddsx.certification.result_file import read_results
 from ddsx.certification.settings import CertifySettings
-from ddsx.denoisers.base import Denoiser
 from ddsx.models.checkpoints import CLASSIFIER_PREFIX
 from ddsx.models.pipeline import DenoisedClassifier
-from ddsx.smoothing import Smooth
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,36 +82,34 @@ class CertifyCallback(Callback):
         home, modes = _device_of(base), {m: m.training for m in base.modules()}
         # After fit Lightning has moved the module to the CPU; certify on the training device.
         base.to(device).eval()
-        # certify.sigma may differ from the training sigma: t* must follow the certified sigma.
-        trained_sigma = getattr(denoiser, "sigma", None)
-        if isinstance(denoiser, Denoiser) and trained_sigma != settings.require_sigma():
-            denoiser.set_sigma(settings.require_sigma())
-        smooth = Smooth(base, datamodule.num_classes, settings.require_sigma(), settings.autocast_dtype)
-        identity = run_identity(
-            settings,
-            classifier=classifier,
-            denoiser=denoiser,
-            dataset=getattr(datamodule, "name", type(datamodule).__name__),
-            split_size=len(dataset),
-            model_source=source,
-            run_info=run_info(getattr(pl_module, "run_config", None)),
+        spec = ClassifierSpec(
+            classifier if denoiser is not None else base,
+            source,
+            dict(getattr(pl_module, "run_config", None) or {}),
+            name=type(pl_module).__name__,
         )
         try:
-            path = certify_dataset(
-                smooth,
-                dataset,
-                settings,
-                settings.output,
-                identity,
-                device=device,
-                rank=trainer.global_rank,
-                world_size=trainer.world_size,
-                barrier=trainer.strategy.barrier,
-            )
+            # certify.sigma may differ from the training sigma: t* follows the certified sigma.
+            with tuned_to(denoiser, settings.require_sigma()):
+                certifier = build_certifier(
+                    settings,
+                    [spec],
+                    denoiser=denoiser,
+                    dataset=dataset,
+                    dataset_name=getattr(datamodule, "name", type(datamodule).__name__),
+                    num_classes=datamodule.num_classes,
+                    device=device,
+                )
+                strategy = trainer.strategy
+                [path] = certifier.run(
+                    dataset,
+                    rank=trainer.global_rank,
+                    world_size=trainer.world_size,
+                    barrier=strategy.barrier,
+                    broadcast=lambda value: strategy.broadcast(value, src=0),
+                )
         finally:
             base.to(home)  # shared with the module (classifier, denoiser): leave it as it was
-            if isinstance(denoiser, Denoiser) and trained_sigma is not None:
-                denoiser.set_sigma(trained_sigma)
             for module, mode in modes.items():
                 module.training = mode
         if trainer.is_global_zero:
@@ -123,8 +118,7 @@ class CertifyCallback(Callback):
                 trainer.loggers, rows, settings.radii, path, step=trainer.global_step
             )
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in self.metrics.items()})
-            summary = {k.removeprefix("cert/"): v for k, v in self.metrics.items()}
-            log.info("%s -> %s", format_summary(summary, settings.radii), path)
+            log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
 
     def _base_classifier(
         self, trainer: L.Trainer, pl_module: L.LightningModule

@@ -1,147 +1,426 @@
-"""Certify the examples of a dataset into a resumable result file, on one process or many.
+"""Certify the examples of a dataset with one denoiser and one or more classifiers, into result files.
 
-Every process calls :func:`certify_dataset` with the same arguments and its own rank. The
-example list, minus what the files already hold, is split by position (rank r takes every
-W-th), each process appends to its own shard, and rank 0 merges the shards at the end. Because
-example idx always draws its noise from a generator seeded by (seed, idx), the rows are the same
-whatever the number of processes.
+The schedule: noisy copies of several examples are packed into each forward batch, the least
+sampled example first; each batch is denoised once and then classified by every classifier that
+still needs one of its examples. Example idx always draws its noise from its own generator seeded
+by (seed, idx), in the fixed noise blocks of ``ddsx.smoothing.noise``: the n0 selection copies
+first, then the copies the decision counts. So a row depends on neither the batch size, nor the
+packing, nor the other classifiers, nor the number of processes.
+
+With several processes, every one calls :meth:`Certifier.run` with its rank: the examples still to
+do are split by position (rank r takes every W-th), each process appends to its own shard of each
+result file, and rank 0 merges the shards at the end.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
+from ddsx.certification.decisions import Decision, make_decision
 from ddsx.certification.progress import CertifyProgress
-from ddsx.certification.results_file import ResultRow, format_elapsed
+from ddsx.certification.result_file import (
+    FileLock,
+    ResultFile,
+    ResultFileLockedError,
+    ResultRow,
+    format_elapsed,
+)
 from ddsx.certification.settings import CertifySettings
-from ddsx.certification.store import ResultStore
-from ddsx.smoothing import Smooth, example_generator
+from ddsx.smoothing import example_generator
+from ddsx.smoothing.noise import noise_block_size
+from ddsx.smoothing.smooth import resolve_autocast_dtype
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
-def certify_dataset(
-    smooth: Smooth,
-    dataset: Dataset,
-    settings: CertifySettings,
-    output: str | Path,
-    identity: dict[str, Any],
-    *,
-    device: torch.device | str = "cpu",
-    rank: int = 0,
-    world_size: int = 1,
-    barrier: Callable[[], None] | None = None,
-) -> Path:
-    """Certify ``settings.indices(len(dataset))`` into ``output``; returns its path once complete.
+@dataclass
+class Target:
+    """One classifier being certified and the result file its rows go to.
 
-    Resumes: examples already in the file (or in shards left by a crash) are skipped; a torn last
-    line is redone; a file made with other settings (per ``identity``, see identity.py) is refused
-    before anything is written.
-
-    Args:
-        smooth: the smoothed classifier (its sigma must equal ``settings.sigma``).
-        dataset: items ``(image (C, H, W) in [0,1], label)``.
-        settings: validated settings, sigma resolved.
-        output: the result TSV; the settings go beside it.
-        identity: sidecar document from ``run_identity``.
-        device: where images go (the base classifier's device).
-        rank, world_size: this process's place among the processes sharing the work.
-        barrier: waits for every process (required when world_size > 1).
+    Attributes:
+        classifier: maps denoised [0,1] images (N, C, H, W) to logits (N, K); in eval mode.
+        output: the result TSV (settings, lock and shards beside it).
+        identity: its settings sidecar document (``result_file.run_identity``).
+        name: short name for messages.
     """
-    sigma = settings.require_sigma()
-    if smooth.sigma != sigma:
-        raise ValueError(f"Smooth has sigma {smooth.sigma} but certify.sigma is {sigma}")
-    if world_size > 1 and barrier is None:
-        raise ValueError("world_size > 1 needs a barrier")
-    sync = barrier or (lambda: None)
-    store = ResultStore(output)
 
-    # Read-only phase: every process decides the same thing from the same files.
-    sidecar_exists = store.check_identity(identity)
-    selected = settings.indices(len(dataset))
-    done = store.done_indices()
-    todo = [idx for idx in selected if idx not in done]
-    mine = todo[rank::world_size]
-    sync()
-    if rank == 0 and not sidecar_exists:
-        store.write_identity(identity)
-    sync()  # no row anywhere before the settings are on disk
-    if rank == 0:
-        log.info(
-            "certifying %d examples of the %s split at sigma=%g (%d already in %s): %s forward passes "
-            "(n0=%d + n=%d each) on %d process(es)",
-            len(selected),
-            settings.split,
-            sigma,
-            len(selected) - len(todo),
-            store.path,
-            f"{settings.forward_passes(len(todo)):,}",
-            settings.n0,
-            settings.n,
-            world_size,
-        )
-    t_star = identity.get("denoiser", {}).get("t_star")
-    target = store.path if world_size == 1 else store.shard_path(rank)
-    with (
-        store.open_for_append(target) as writer,
-        CertifyProgress(len(mine), settings.progress and rank == 0) as bar,
-    ):
-        for position, idx in enumerate(mine):
-            row = certify_example(smooth, dataset, idx, settings, device=device, t_star=t_star)
-            writer.write(row)
-            bar.advance(bool(row.correct), row.radius)
-            if position == 0 and rank == 0:
-                log.info(
-                    "first example took %.2fs: estimated total time %s (%d examples per process)",
-                    row.seconds,
-                    format_elapsed(round(row.seconds * len(mine))),
-                    len(mine),
+    classifier: nn.Module
+    output: Path
+    identity: dict[str, Any]
+    name: str = "classifier"
+    file: ResultFile = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        self.file = ResultFile(self.output)
+
+
+class NoiseStream:
+    """Standard normal samples of one example, served in any chunk sizes, drawn in fixed blocks.
+
+    ``num`` samples in all: the generator is called with blocks of ``noise_block_size`` (the last
+    one shorter), exactly as ``gaussian_batches`` does, so any chunking gives the same samples.
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size,
+        num: int,
+        generator: torch.Generator,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.shape, self.undrawn, self.generator = tuple(shape), num, generator
+        self.device, self.dtype = device, dtype
+        self.block = noise_block_size(self.shape, device.type)
+        self._buffer: torch.Tensor | None = None
+        self._offset = 0
+
+    def take(self, k: int) -> torch.Tensor:
+        """The next ``k`` samples (k, *shape); may be a view of a block (callers may modify it)."""
+        parts = []
+        while k > 0:
+            if self._buffer is None or self._offset == len(self._buffer):
+                size = min(self.block, self.undrawn)
+                if size <= 0:
+                    raise RuntimeError("noise stream exhausted: a decision asked for more than its budget")
+                self._buffer = torch.randn(
+                    (size, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
                 )
-    sync()
-    if rank == 0:
-        store.merge()
-    sync()
-    return store.path
+                self._offset, self.undrawn = 0, self.undrawn - size
+            m = min(k, len(self._buffer) - self._offset)
+            parts.append(self._buffer[self._offset : self._offset + m])
+            self._offset, k = self._offset + m, k - m
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def certify_example(
-    smooth: Smooth,
-    dataset: Dataset,
-    idx: int,
-    settings: CertifySettings,
-    *,
-    device: torch.device | str = "cpu",
-    t_star: int | None = None,
-) -> ResultRow:
-    """CERTIFY example ``idx`` with noise from the generator of (settings.seed, idx)."""
-    image, label = dataset[idx]
-    x = torch.as_tensor(image).to(device)
-    label = int(label)
-    generator = example_generator(settings.seed, idx, x.device)
-    start = time.perf_counter()
-    cert = smooth.certify(
-        x, settings.n0, settings.n, settings.alpha, settings.batch_size, generator=generator
-    )
-    seconds = time.perf_counter() - start
-    return ResultRow(
-        idx=idx,
-        label=label,
-        predict=cert.prediction,
-        radius=cert.radius,
-        correct=int(cert.prediction == label),
-        time=format_elapsed(seconds),
-        count_a=cert.count,
-        n=cert.n,
-        n0=cert.n0,
-        p_lower=cert.p_lower,
-        sigma=smooth.sigma,
-        t_star=t_star,
-        seconds=seconds,
-    )
+class Example:
+    """One example in flight: its noise, the n0 selection counts, one decision per target."""
+
+    def __init__(
+        self,
+        order: int,
+        idx: int,
+        x: torch.Tensor,
+        label: int,
+        targets: list[int],
+        settings: CertifySettings,
+        num_classes: int,
+    ) -> None:
+        self.order, self.idx, self.x, self.label, self.targets = order, idx, x, label, targets
+        self.settings, self.num_classes = settings, num_classes
+        generator = example_generator(settings.seed, idx, x.device)
+        self.select_left = settings.n0_used
+        self.select_stream = NoiseStream(x.shape, self.select_left, generator, x.device, x.dtype)
+        self.test_stream = NoiseStream(x.shape, settings.n, generator, x.device, x.dtype)
+        self.counts0 = {t: torch.zeros(num_classes, dtype=torch.long, device=x.device) for t in targets}
+        self.decisions: dict[int, Decision] = {}
+        if not self.select_left:
+            self._start_decisions({t: label for t in targets})
+        self.drawn = 0
+        self.seconds = 0.0
+
+    @property
+    def selecting(self) -> bool:
+        return self.select_left > 0
+
+    def undecided(self) -> list[int]:
+        return [t for t, d in self.decisions.items() if not d.done]
+
+    @property
+    def done(self) -> bool:
+        return not self.selecting and not self.undecided()
+
+    def request(self) -> int:
+        """Samples this example can use in the next batch (a selection chunk never mixes with a test one)."""
+        if self.selecting:
+            return self.select_left
+        return min((self.decisions[t].request() for t in self.undecided()), default=0)
+
+    def take(self, k: int) -> torch.Tensor:
+        self.drawn += k
+        return (self.select_stream if self.selecting else self.test_stream).take(k)
+
+    def absorb(self, predictions: dict[int, torch.Tensor], k: int) -> None:
+        """Predicted labels (k,) of each needed target on the last ``k`` samples taken."""
+        if self.selecting:
+            for t in self.targets:
+                self.counts0[t] += torch.bincount(predictions[t], minlength=self.num_classes)
+            self.select_left -= k
+            if not self.select_left:
+                # As Smooth.certify: the counts move to the CPU, ties go to the lowest class.
+                self._start_decisions({t: int(self.counts0[t].cpu().argmax()) for t in self.targets})
+            return
+        for t in self.undecided():
+            self.decisions[t].absorb(int((predictions[t] == self.decisions[t].candidate).sum()), k)
+
+    def needs(self) -> list[int]:
+        """Targets whose classifier must see this example's next chunk."""
+        return list(self.targets) if self.selecting else self.undecided()
+
+    def _start_decisions(self, candidates: dict[int, int]) -> None:
+        self.decisions = {t: make_decision(self.settings, candidates[t]) for t in self.targets}
+
+
+@dataclass
+class Certifier:
+    """Denoiser, classifiers and settings, ready to certify a split (build it with ``build_certifier``).
+
+    Attributes:
+        settings: validated, sigma resolved.
+        denoiser: shared by every target, tuned to ``settings.sigma``; None: the identity.
+        targets: the classifiers and their result files.
+        num_classes: K.
+        device: where images, noise and models live.
+    """
+
+    settings: CertifySettings
+    denoiser: nn.Module | None
+    targets: list[Target]
+    num_classes: int
+    device: torch.device
+
+    def run(
+        self,
+        dataset: Dataset,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        barrier: Callable[[], None] | None = None,
+        broadcast: Callable[[Any], Any] | None = None,
+    ) -> list[Path]:
+        """Certify ``settings.indices(len(dataset))`` into every target's file; returns their paths.
+
+        Before any work: rank 0 takes each file's writer lock (another run on the same output
+        fails at once, naming the holder's pid), every rank validates each file whole (see
+        ``ResultFile.validate``), and the budget is checked. Then resumes: examples already in a
+        file are skipped for that target, a torn last line is redone.
+
+        Args:
+            dataset: items ``(image (C, H, W) in [0,1], label)``; an attribute ``source_indices``
+                (position -> index in the full split) makes that index the row's idx and noise seed.
+            rank, world_size: this process's place among the processes sharing the work.
+            barrier: waits for every process (required when world_size > 1).
+            broadcast: rank 0's value on every process (required when world_size > 1).
+        """
+        settings = self.settings
+        if world_size > 1 and (barrier is None or broadcast is None):
+            raise ValueError("world_size > 1 needs a barrier and a broadcast")
+        sync = barrier or (lambda: None)
+        share = broadcast or (lambda value: value)
+
+        positions = settings.indices(len(dataset))
+        source = getattr(dataset, "source_indices", None)
+        split_indices = list(range(len(dataset))) if source is None else [int(i) for i in source]
+        settings.check_budget(len(positions) * len(self.targets))
+
+        locks: list[FileLock] = []
+        try:
+            failure: Exception | None = None
+            if rank == 0:
+                try:
+                    for target in self.targets:
+                        locks.append(target.file.lock())
+                except Exception as error:
+                    failure = error
+            message = share(None if failure is None else str(failure))
+            if message is not None:  # every process stops, each with rank 0's reason
+                raise failure or ResultFileLockedError(f"(rank {rank}) {message}")
+            done = [target.file.validate(target.identity, split_indices) for target in self.targets]
+            sync()
+            if rank == 0:
+                for target in self.targets:
+                    target.file.write_identity(target.identity)
+            sync()  # no row anywhere before the settings are on disk
+            todo = [
+                (
+                    pos,
+                    split_indices[pos],
+                    [t for t in range(len(self.targets)) if split_indices[pos] not in done[t]],
+                )
+                for pos in positions
+            ]
+            todo = [item for item in todo if item[2]]
+            mine = todo[rank::world_size]
+            self._certify(dataset, mine, positions, rank, world_size)
+            sync()
+            if rank == 0:
+                for target in self.targets:
+                    target.file.merge()
+            sync()
+        finally:
+            for lock in locks:
+                lock.release()
+        return [target.output for target in self.targets]
+
+    # ----- the loop -----------------------------------------------------------------------------
+    def _certify(self, dataset, mine, positions, rank: int, world_size: int) -> None:
+        settings = self.settings
+        names = ", ".join(t.name for t in self.targets)
+        if rank == 0:
+            log.info(
+                "certifying %d examples of the %s split at sigma=%g in %s mode (%d to do) for %d "
+                "classifier(s) [%s]: at most %s forward passes (n0=%d + n=%d each) on %d process(es)",
+                len(positions),
+                settings.split,
+                settings.require_sigma(),
+                settings.mode,
+                sum(1 for _ in mine) * world_size,
+                len(self.targets),
+                names,
+                f"{settings.forward_passes(len(mine) * world_size):,}",
+                settings.n0_used,
+                settings.n,
+                world_size,
+            )
+        estimate = self._warm_up(dataset, mine) if mine and rank == 0 else None
+        writers = [
+            t.file.open_for_append(t.output if world_size == 1 else t.file.shard_path(rank))
+            for t in self.targets
+        ]
+        t_star = [t.identity.get("denoiser", {}).get("t_star") for t in self.targets]
+        written = 0
+        try:
+            with CertifyProgress(len(mine), settings.progress and rank == 0, estimate) as bar:
+                for example in self.examples(dataset, mine):
+                    for t in example.targets:
+                        row = self._row(example, t, t_star[t])
+                        writers[t].write(row)
+                        if t == example.targets[0]:
+                            bar.advance(row)
+                    written += 1
+        except KeyboardInterrupt:
+            log.warning(
+                "interrupted: %d examples finished in this run are kept in %s; run the same command "
+                "again to resume",
+                written,
+                ", ".join(str(t.output) for t in self.targets),
+            )
+            raise
+        finally:
+            for writer in writers:
+                writer.close()
+
+    def examples(self, dataset, work: Sequence[tuple[int, int, list[int]]]):
+        """Yield each Example of ``work`` ((position, idx, target numbers)) once decided."""
+        batch_size = self.settings.batch_size
+        waiting = list(enumerate(work))
+        waiting.reverse()  # pop() from the end: examples start in the given order
+        active: list[Example] = []
+        while active or waiting:
+            while waiting and sum(e.request() for e in active) < batch_size:
+                order, (position, idx, targets) = waiting.pop()
+                image, label = dataset[position]
+                x = torch.as_tensor(image).to(self.device)
+                example = Example(order, idx, x, int(label), targets, self.settings, self.num_classes)
+                if example.done:  # nothing to sample (cannot happen with n >= 1; kept for safety)
+                    yield example
+                else:
+                    active.append(example)
+            active.sort(key=lambda e: (e.drawn, e.order))  # least sampled first
+            chunks, space = [], batch_size
+            for example in active:
+                k = min(example.request(), space)
+                if k > 0:
+                    chunks.append((example, example.needs(), example.take(k)))
+                    space -= k
+                if not space:
+                    break
+            start = time.perf_counter()
+            predictions = self._classify(chunks)
+            seconds = time.perf_counter() - start
+            total = batch_size - space
+            for (example, _, noise), preds in zip(chunks, predictions, strict=True):
+                example.absorb(preds, len(noise))
+                example.seconds += seconds * len(noise) / total
+            finished = [e for e in active if e.done]
+            active = [e for e in active if not e.done]
+            yield from sorted(finished, key=lambda e: e.order)
+
+    def _classify(self, chunks) -> list[dict[int, torch.Tensor]]:
+        """One forward batch: denoise every chunk's noisy copies once, classify with each needed target."""
+        sigma = self.settings.require_sigma()
+        noisy = torch.cat([noise.mul_(sigma).add_(example.x) for example, _, noise in chunks])
+        needed = sorted({t for _, targets, _ in chunks for t in targets})
+        dtype = resolve_autocast_dtype(self.settings.autocast_dtype)
+        with torch.inference_mode():
+            with _autocast(noisy.device, dtype):
+                denoised = noisy if self.denoiser is None else self.denoiser(noisy)
+                logits = {t: self.targets[t].classifier(denoised) for t in needed}
+            labels = {}
+            for t, out in logits.items():
+                if out.dim() != 2 or out.shape[1] != self.num_classes:
+                    raise ValueError(
+                        f"classifier {self.targets[t].name} must return logits (N, {self.num_classes}), "
+                        f"got {tuple(out.shape)}"
+                    )
+                labels[t] = out.argmax(dim=1)
+        result, offset = [], 0
+        for _, targets, noise in chunks:
+            result.append({t: labels[t][offset : offset + len(noise)] for t in targets})
+            offset += len(noise)
+        return result
+
+    def _warm_up(self, dataset, mine) -> float:
+        """Time one full forward batch and log the estimated total time; returns seconds per example."""
+        settings = self.settings
+        image, _ = dataset[mine[0][0]]
+        x = torch.as_tensor(image).to(self.device)
+        size = min(settings.batch_size, settings.n0_used + settings.n)
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        stream = NoiseStream(x.shape, size + 2, generator, x.device, x.dtype)
+        probe = Example(0, 0, x, 0, list(range(len(self.targets))), settings, self.num_classes)
+        self._classify([(probe, probe.needs(), stream.take(2))])  # lazy initialisation, not timed
+        start = time.perf_counter()
+        self._classify([(probe, probe.needs(), stream.take(size))])
+        batch_seconds = time.perf_counter() - start
+        per_example = batch_seconds * (settings.n0_used + settings.n) / size
+        total = per_example * len(mine)
+        bound = "at most " if settings.mode == "sequential" else ""
+        log.info(
+            "estimated total time %s%s (timed warm-up batch of %d noisy images: %.3fs; %d examples of "
+            "up to %d images each on this process)",
+            bound,
+            format_elapsed(round(total)),
+            size,
+            batch_seconds,
+            len(mine),
+            settings.n0_used + settings.n,
+        )
+        return per_example
+
+    def _row(self, example: Example, target: int, t_star: int | None) -> ResultRow:
+        outcome = example.decisions[target].outcome(self.settings)
+        return ResultRow(
+            idx=example.idx,
+            label=example.label,
+            predict=outcome.prediction,
+            radius=outcome.radius,
+            correct=int(outcome.prediction == example.label),
+            time=format_elapsed(example.seconds),
+            samples=outcome.samples,
+            count_a=outcome.count,
+            n=self.settings.n,
+            n0=self.settings.n0_used,
+            p_lower=outcome.p_lower,
+            sigma=self.settings.require_sigma(),
+            t_star=t_star,
+            seconds=example.seconds,
+        )
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    import contextlib
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

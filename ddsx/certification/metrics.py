@@ -1,35 +1,74 @@
-"""Summary numbers of a result file (method.md section 4).
+"""Summary numbers of certification rows (method.md section 4): the one implementation in ddsx.
 
 certified accuracy at r = mean(correct and radius >= r); ACR = mean(radius * correct);
 abstention = mean(predict == ABSTAIN). "Clean accuracy" of a run is the certified accuracy at
 r = 0, i.e. how often the smoothed classifier's certified prediction is right (abstentions count
-as wrong); ddsx files have no separate unsmoothed accuracy column.
+as wrong); ddsx files have no separate unsmoothed accuracy column. The progress display, the
+callback, the ddsx-certify summary and ddsx-report all read these numbers from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
-from ddsx.certification.results_file import ResultRow
 from ddsx.smoothing import ABSTAIN
 
 
-def certified_accuracy(rows: Sequence[ResultRow], radius: float) -> float:
-    if not rows:
-        return float("nan")
-    return sum(1 for r in rows if r.correct and r.radius >= radius) / len(rows)
+class Row(Protocol):
+    predict: int
+    radius: float
+    correct: int
 
 
-def summarize(rows: Sequence[ResultRow], radii: Sequence[float]) -> dict[str, float]:
+class Tally:
+    """Running sums over rows; ``add`` one row at a time (progress) or build from a list (summaries)."""
+
+    def __init__(self, rows: Iterable[Row] = ()) -> None:
+        self.count = 0
+        self.abstained = 0
+        self.radius_sum = 0.0  # over correct rows
+        self.radii: list[float] = []  # radius of each correct row (abstentions and errors are wrong)
+        for row in rows:
+            self.add(row)
+
+    def add(self, row: Row) -> None:
+        self.count += 1
+        self.abstained += int(row.predict == ABSTAIN)
+        if row.correct:
+            self.radius_sum += row.radius
+            self.radii.append(row.radius)
+
+    def certified_accuracy(self, radius: float) -> float:
+        if not self.count:
+            return float("nan")
+        return sum(1 for r in self.radii if r >= radius) / self.count
+
+    @property
+    def acr(self) -> float:
+        return self.radius_sum / self.count if self.count else float("nan")
+
+    @property
+    def abstention(self) -> float:
+        return self.abstained / self.count if self.count else float("nan")
+
+    def summary(self, radii: Sequence[float]) -> dict[str, float]:
+        """``{"acc@0.25": ..., "acr": ..., "abstain": ..., "clean_acc": ..., "examples": ...}``."""
+        values = {f"acc@{radius_key(r)}": self.certified_accuracy(r) for r in radii}
+        values["acr"] = self.acr
+        values["abstain"] = self.abstention
+        values["clean_acc"] = self.certified_accuracy(0.0)
+        values["examples"] = float(self.count)
+        return values
+
+
+def certified_accuracy(rows: Sequence[Row], radius: float) -> float:
+    return Tally(rows).certified_accuracy(radius)
+
+
+def summarize(rows: Sequence[Row], radii: Sequence[float]) -> dict[str, float]:
     """``{"acc@0.25": ..., "acr": ..., "abstain": ..., "clean_acc": ..., "examples": ...}``."""
-    count = len(rows)
-    nan = float("nan")
-    summary = {f"acc@{_radius_key(r)}": certified_accuracy(rows, r) for r in radii}
-    summary["acr"] = sum(r.radius for r in rows if r.correct) / count if count else nan
-    summary["abstain"] = sum(1 for r in rows if r.predict == ABSTAIN) / count if count else nan
-    summary["clean_acc"] = certified_accuracy(rows, 0.0)
-    summary["examples"] = float(count)
-    return summary
+    return Tally(rows).summary(radii)
 
 
 def metric_names(summary: dict[str, float], prefix: str = "cert/") -> dict[str, float]:
@@ -37,6 +76,15 @@ def metric_names(summary: dict[str, float], prefix: str = "cert/") -> dict[str, 
     return {f"{prefix}{key}": value for key, value in summary.items()}
 
 
-def _radius_key(radius: float) -> str:
+def format_summary(summary: dict[str, float], radii: Sequence[float]) -> str:
+    """One console line: ``certified accuracy r=0: 0.812, r=0.25: 0.700, ... | ACR 0.512 | abstain 0.031``."""
+    accs = ", ".join(f"r={r:g}: {summary[f'acc@{radius_key(r)}']:.3f}" for r in radii)
+    return (
+        f"certified accuracy {accs} | ACR {summary['acr']:.3f} | abstain {summary['abstain']:.3f} "
+        f"| {int(summary['examples'])} examples"
+    )
+
+
+def radius_key(radius: float) -> str:
     """0.0 -> "0", 0.25 -> "0.25", 1.0 -> "1"."""
     return f"{radius:g}"

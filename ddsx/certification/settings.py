@@ -11,6 +11,10 @@ from ddsx.smoothing.smooth import resolve_autocast_dtype
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SPLITS = ("test", "val")
+MODES = ("fixed", "sequential")
+SELECTS = ("label", "n0")
+# More forward passes than this is a job of days to years; it needs certify.allow_huge=true.
+HUGE_BUDGET = 10**9
 
 
 class InvalidSettingError(ValueError):
@@ -34,7 +38,14 @@ class CertifySettings:
         output: result file (TSV); its settings are stored beside it (``*.settings.json``).
         radii: radii at which certified accuracy is reported.
         autocast_dtype: None, "float16" or "bfloat16" for the base classifier's forward pass.
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, a log line every few seconds otherwise).
+        mode: "fixed" (Cohen et al.'s CERTIFY with n samples) or "sequential" (SEQ-CERT,
+            sequential.md: stops as soon as every grid radius is decided; ``n`` is the budget).
+        select: sequential mode only: "label" tests the true label (no n0; certified accuracy),
+            "n0" picks the candidate from n0 samples (deployment). None: "label" in sequential
+            mode; fixed mode always selects with n0.
+        check_every: sequential mode: samples between two looks at the counts.
+        allow_huge: allow more than 10^9 forward passes in one run.
     """
 
     sigma: float | None = None
@@ -50,6 +61,10 @@ class CertifySettings:
     radii: tuple[float, ...] = field(default=DEFAULT_RADII)
     autocast_dtype: str | None = None
     progress: bool = True
+    mode: str = "fixed"
+    select: str | None = None
+    check_every: int = 100
+    allow_huge: bool = False
 
     def __post_init__(self) -> None:
         if self.sigma is not None:
@@ -70,6 +85,21 @@ class CertifySettings:
         _check(
             all(_is_number(r) and r >= 0 for r in self.radii), "radii", "a list of numbers >= 0", self.radii
         )
+        _check(self.mode in MODES, "mode", f"one of {', '.join(MODES)}", self.mode)
+        _check(self.select is None or self.select in SELECTS, "select", "null, label or n0", self.select)
+        _check(
+            self.mode == "sequential" or self.select in (None, "n0"),
+            "select",
+            "null or n0 in fixed mode (CERTIFY always selects with n0)",
+            self.select,
+        )
+        _check(
+            _is_int(self.check_every) and self.check_every >= 1,
+            "check_every",
+            "an integer >= 1",
+            self.check_every,
+        )
+        _check(isinstance(self.allow_huge, bool), "allow_huge", "true or false", self.allow_huge)
         try:
             resolve_autocast_dtype(self.autocast_dtype)
         except ValueError:
@@ -117,9 +147,48 @@ class CertifySettings:
         selected = list(range(0, int(dataset_size), self.skip))
         return selected if self.max_examples is None else selected[: self.max_examples]
 
+    @property
+    def selection(self) -> str:
+        """How the class under test is chosen: "n0" (CERTIFY's n0 samples) or "label" (the true label)."""
+        if self.mode == "fixed":
+            return "n0"
+        return self.select or "label"
+
+    @property
+    def n0_used(self) -> int:
+        """Selection samples per example (0 when the true label is tested)."""
+        return self.n0 if self.selection == "n0" else 0
+
     def forward_passes(self, num_examples: int) -> int:
-        """Noisy images the base classifier sees for ``num_examples`` examples."""
-        return num_examples * (self.n0 + self.n)
+        """Noisy images the base classifier sees for ``num_examples`` examples (at most, in sequential mode)."""
+        return num_examples * (self.n0_used + self.n)
+
+    def check_budget(self, num_examples: int) -> None:
+        """Refuse a run of more than 10^9 forward passes unless ``allow_huge`` says it is meant."""
+        passes = self.forward_passes(num_examples)
+        if passes > HUGE_BUDGET and not self.allow_huge:
+            raise InvalidSettingError(
+                f"certify.n={self.n} on {num_examples} examples is {passes:,} forward passes (more than "
+                f"{HUGE_BUDGET:,}: days to years of compute); lower certify.n or certify.max, or set "
+                "certify.allow_huge=true if this is meant"
+            )
+
+    def row_settings(self) -> dict[str, Any]:
+        """The settings a row depends on (batch_size, skip, max, output only decide which rows get made)."""
+        values = {
+            "sigma": self.require_sigma(),
+            "n0": self.n0_used,
+            "n": self.n,
+            "alpha": self.alpha,
+            "seed": self.seed,
+            "split": self.split,
+            "autocast_dtype": self.autocast_dtype,
+            "mode": self.mode,
+            "select": self.selection,
+        }
+        if self.mode == "sequential":  # the decision depends on the grid and the looks
+            values |= {"radii": sorted(set(self.radii)), "check_every": self.check_every}
+        return values
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

@@ -1,6 +1,9 @@
-"""ddsx-certify: certify a ddsx-train checkpoint (or an off-the-shelf classifier) on a split.
+"""ddsx-certify: certify ddsx-train checkpoints (or an off-the-shelf classifier) on a split.
 
     ddsx-certify ckpt_path=outputs/train/<run>/checkpoints/last.ckpt certify.n=10000
+    ddsx-certify ckpt_path=[a.ckpt,b.ckpt] denoiser=mnist5k   # one denoiser pass for both
+    ddsx-certify ckpt_path=multirun/train/<sweep>               # every last.ckpt below it
+    ddsx-certify ckpt_path=... certify.mode=sequential         # stop as soon as decided
     ddsx-certify ckpt_path=... trainer=ddp trainer.accelerator=cpu trainer.devices=2   # 2 processes
 
 Wiring only: settings are validated first (nothing is written on a bad value), then Lightning
@@ -15,20 +18,23 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric import Fabric
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ddsx.certification.engine import certify_dataset
-from ddsx.certification.identity import identity_differences, run_identity
-from ddsx.certification.models import build_denoiser, run_info
-from ddsx.certification.reporting import format_summary, log_certification
-from ddsx.certification.results_file import read_results
+from ddsx.certification.build import (
+    build_certifier,
+    build_denoiser,
+    check_compatible,
+    denoiser_config,
+    load_from_config,
+    warn_on_mismatch,
+)
+from ddsx.certification.loggers import log_certification
+from ddsx.certification.metrics import format_summary, summarize
+from ddsx.certification.result_file import identity_differences, read_results
 from ddsx.certification.settings import CertifySettings, InvalidSettingError
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
-from ddsx.models.pipeline import DenoisedClassifier
-from ddsx.smoothing import Smooth
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import save_resolved_config
 
@@ -43,8 +49,8 @@ def fabric_kwargs(trainer_cfg: DictConfig | None) -> dict[str, Any]:
     return {key: trainer_cfg.get(key, default) or default for key, default in FABRIC_KEYS.items()}
 
 
-def certify(cfg: DictConfig) -> Path:
-    """Validate ``cfg.certify``, then certify on every process; returns the merged result file."""
+def certify(cfg: DictConfig) -> list[Path]:
+    """Validate ``cfg.certify``, then certify on every process; returns the merged result files."""
     settings = CertifySettings.from_mapping(cfg.certify)
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
@@ -52,8 +58,8 @@ def certify(cfg: DictConfig) -> Path:
     return fabric.launch(certify_on_process, cfg, settings)
 
 
-def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySettings) -> Path:
-    """What every process runs: build data and model, certify its share, rank 0 merges and reports."""
+def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySettings) -> list[Path]:
+    """What every process runs: build data and models, certify its share, rank 0 merges and reports."""
     datamodule = hydra.utils.instantiate(cfg.dataset)
     datamodule.setup("test" if settings.split == "test" else "validate")
     dataset = getattr(datamodule, f"{settings.split}_set", None)
@@ -62,98 +68,49 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
 
     # Seeded so that every process builds the same model when a config initialises weights randomly.
     torch.manual_seed(int(cfg.get("seed") or 0))
-    classifier, run_config, source = load_classifier_for(cfg, datamodule)
+    specs = load_from_config(cfg, datamodule.num_classes, datamodule.image_shape[0])
+    check_compatible(specs, sigma_given=settings.sigma is not None)
+    run_config = specs[0].run_config
     settings = settings.with_sigma(settings.sigma if settings.sigma is not None else run_config.get("sigma"))
     sigma = settings.require_sigma()
-    _warn_on_mismatch(cfg, run_config)
-    denoiser = build_denoiser(denoiser_config(cfg, run_config), sigma)
-    base = DenoisedClassifier(classifier, denoiser).to(fabric.device).eval()
-    smooth = Smooth(base, datamodule.num_classes, sigma, settings.autocast_dtype)
-    identity = run_identity(
+    warn_on_mismatch(cfg, run_config)
+    denoiser_cfg, why = denoiser_config(cfg, run_config)
+    log.info(why)
+    denoiser = build_denoiser(denoiser_cfg, sigma).to(fabric.device)
+    for spec in specs:
+        spec.classifier.to(fabric.device).eval()
+    certifier = build_certifier(
         settings,
-        classifier=classifier,
+        specs,
         denoiser=denoiser,
-        dataset=getattr(datamodule, "name", type(datamodule).__name__),
-        split_size=len(dataset),
-        model_source=source,
-        run_info=run_info(run_config, **_hydra_choices()),
+        dataset=dataset,
+        dataset_name=getattr(datamodule, "name", type(datamodule).__name__),
+        num_classes=datamodule.num_classes,
+        device=fabric.device,
     )
-    differences = identity_differences(fabric.broadcast(identity, src=0), identity)
-    if differences:
-        raise RuntimeError(
-            f"process {fabric.global_rank} would certify something else than process 0: {differences}"
-        )
+    for target in certifier.targets:
+        differences = identity_differences(fabric.broadcast(target.identity, src=0), target.identity)
+        if differences:
+            raise RuntimeError(
+                f"process {fabric.global_rank} would certify something else than process 0: {differences}"
+            )
     if fabric.global_rank == 0:
         save_resolved_config(cfg, cfg.paths.output_dir)
-    path = certify_dataset(
-        smooth,
+    paths = certifier.run(
         dataset,
-        settings,
-        settings.output,
-        identity,
-        device=fabric.device,
         rank=fabric.global_rank,
         world_size=fabric.world_size,
         barrier=fabric.barrier,
+        broadcast=lambda value: fabric.broadcast(value, src=0),
     )
     if fabric.global_rank == 0:
-        rows = read_results(path)
         loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-        metrics = log_certification(loggers, rows, settings.radii, path)
-        log.info(
-            "%s -> %s",
-            format_summary({k.removeprefix("cert/"): v for k, v in metrics.items()}, settings.radii),
-            path,
-        )
-    return path
-
-
-def load_classifier_for(cfg: DictConfig, datamodule) -> tuple[Any, dict[str, Any], str]:
-    """(classifier, run config, source): from ``ckpt_path`` when given, else ``cfg.classifier`` as is."""
-    if cfg.get("ckpt_path"):
-        from ddsx.models.checkpoints import load_classifier
-
-        classifier, run_config = load_classifier(cfg.ckpt_path)
-        return classifier, run_config, str(Path(cfg.ckpt_path).resolve())
-    log.warning("no ckpt_path: certifying cfg.classifier (%s) as configured", cfg.classifier.get("_target_"))
-    classifier = hydra.utils.instantiate(
-        cfg.classifier, num_classes=datamodule.num_classes, in_channels=datamodule.image_shape[0]
-    )
-    return classifier.eval(), {}, str(cfg.classifier.get("_target_"))
-
-
-def denoiser_config(cfg: DictConfig, run_config: dict[str, Any]) -> DictConfig | None:
-    """The configured denoiser; with the default ``denoiser=none`` and a checkpoint trained through a
-    denoiser (dds_finetune, dds_adv), the checkpoint's own: h alone is not the model that was trained."""
-    configured = cfg.get("denoiser")
-    trained = run_config.get("denoiser")
-    configured_target = str((configured or {}).get("_target_", ""))
-    trained_target = str(trained.get("_target_", "")) if isinstance(trained, dict) else ""
-    if configured_target.endswith("IdentityDenoiser") and trained_target and "Identity" not in trained_target:
-        log.info(
-            "the checkpoint was trained through %s: certifying h o D with it",
-            trained.get("path", trained_target),
-        )
-        return OmegaConf.create(trained)
-    return configured
-
-
-def _warn_on_mismatch(cfg: DictConfig, run_config: dict[str, Any]) -> None:
-    """A checkpoint trained with a denoiser or dataset other than the configured ones is allowed but suspicious."""
-    for group in ("dataset", "denoiser"):
-        trained = (
-            (run_config.get(group) or {}).get("_target_") if isinstance(run_config.get(group), dict) else None
-        )
-        current = (cfg.get(group) or {}).get("_target_")
-        if trained and current and trained != current:
-            log.warning("the checkpoint was trained with %s=%s but this run uses %s", group, trained, current)
-
-
-def _hydra_choices() -> dict[str, Any]:
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {group: choices.get(group) for group in ("classifier", "denoiser")}
+        for target, path in zip(certifier.targets, paths, strict=True):
+            rows = read_results(path)
+            prefix = "cert/" if len(paths) == 1 else f"cert/{target.name}/"
+            log_certification(loggers, rows, settings.radii, path, prefix=prefix)
+            log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
+    return paths
 
 
 @console_script
@@ -162,10 +119,10 @@ def _hydra_choices() -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     # W&B stays offline unless the user says otherwise, as in ddsx-train.
     os.environ.setdefault("WANDB_MODE", "offline")
-    path = certify(cfg)
-    rows = read_results(path)
-    # Hydra sweepers optimise the returned value: the average certified radius.
-    return sum(r.radius for r in rows if r.correct) / len(rows) if rows else None
+    paths = certify(cfg)
+    rows = read_results(paths[0])
+    # Hydra sweepers optimise the returned value: the (first classifier's) average certified radius.
+    return summarize(rows, [])["acr"] if rows else None
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def expected_message(error: BaseException) -> str | None:
     from hydra.errors import CompactHydraException, InstantiationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ddsx.certification.results_file import ResultFileError
+    from ddsx.certification.result_file import ResultFileError
     from ddsx.certification.settings import InvalidSettingError
     from ddsx.data.errors import DatasetError
 

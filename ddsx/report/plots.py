@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ddsx.certification.results_file import ResultRow  # noqa: E402
+from ddsx.certification.result_file import ResultRow  # noqa: E402
 
 
 def accuracy_curve(rows: Sequence[ResultRow], radii: np.ndarray) -> np.ndarray:

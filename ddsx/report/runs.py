@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
-from ddsx.certification.results_file import BASE_COLUMNS
+from ddsx.certification.result_file import BASE_COLUMNS
 
 # Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
 # only takes the best over sigma among runs that agree on all of them.

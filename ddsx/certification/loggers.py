@@ -6,20 +6,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ddsx.certification.metrics import metric_names, summarize
-from ddsx.certification.results_file import ResultRow
+from ddsx.certification.metrics import Tally, metric_names, summarize
+from ddsx.certification.result_file import ResultRow
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-
-def format_summary(summary: dict[str, float], radii: Sequence[float]) -> str:
-    """One console line: ``cert acc r=0: 0.812, r=0.25: 0.700, ... | ACR 0.512 | abstain 0.031``."""
-    accs = ", ".join(f"r={r:g}: {summary[f'acc@{r:g}']:.3f}" for r in radii)
-    return (
-        f"certified accuracy {accs} | ACR {summary['acr']:.3f} | abstain {summary['abstain']:.3f} "
-        f"| {int(summary['examples'])} examples"
-    )
 
 
 def log_certification(
@@ -28,30 +19,41 @@ def log_certification(
     radii: Sequence[float],
     result_path: Path,
     step: int = 0,
+    prefix: str = "cert/",
 ) -> dict[str, float]:
     """Log ``cert/acc@r``, ``cert/acr``, ``cert/abstain`` (+ clean_acc, examples) to every Lightning
     logger; with a WandbLogger also a table of rows, the plot and the result file. Returns the metrics."""
-    metrics = metric_names(summarize(rows, radii))
+    metrics = metric_names(summarize(rows, radii), prefix)
     for logger in loggers:
         logger.log_metrics(metrics, step=step)
         if hasattr(logger, "save"):
             logger.save()  # CSVLogger buffers; after fit it was already finalised once
         if type(logger).__name__ == "WandbLogger":
-            _log_to_wandb(logger, rows, result_path)
+            _log_to_wandb(logger, rows, result_path, prefix)
     return metrics
 
 
-def _log_to_wandb(logger, rows: Sequence[ResultRow], result_path: Path) -> None:
-    import matplotlib.pyplot as plt
-    import wandb
+def _log_to_wandb(logger, rows: Sequence[ResultRow], result_path: Path, prefix: str) -> None:
+    import matplotlib
 
-    from ddsx.report.plots import plot_certified_accuracy
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import wandb
 
     columns = list(asdict(rows[0])) if rows else ["idx"]
     table = wandb.Table(columns=columns, data=[list(asdict(r).values()) for r in rows])
-    figure = plot_certified_accuracy({result_path.stem: rows})
+    # The certification package never imports ddsx.report: this small curve is drawn here.
+    tally = Tally(rows)
+    top = max(tally.radii, default=0.0)
+    grid = np.linspace(0.0, max(top, 0.25) * 1.05, 200)
+    figure, axes = plt.subplots(figsize=(5, 3.5))
+    axes.plot(grid, [tally.certified_accuracy(r) for r in grid], label=result_path.stem)
+    axes.set(xlabel="radius (l2, [0,1] pixels)", ylabel="certified accuracy", ylim=(0, 1))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.tight_layout()
     experiment = logger.experiment
-    experiment.log({"cert/rows": table, "cert/plot": wandb.Image(figure)})
+    experiment.log({f"{prefix}rows": table, f"{prefix}plot": wandb.Image(figure)})
     plt.close(figure)
     try:
         experiment.save(str(result_path), base_path=str(result_path.parent), policy="now")

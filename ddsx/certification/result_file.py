@@ -1,0 +1,555 @@
+"""One certification result file: its format, the settings beside it, its lock, validation, resume, shards.
+
+For ``certify.tsv`` a run owns:
+
+- ``certify.tsv``: one TSV row per example, flushed as soon as it is known. Columns
+  ``idx label predict radius correct time`` (Cohen et al.'s layout, so their tools read ours), then
+  ``samples count_a n n0 p_lower sigma t_star seconds``. ``samples`` is the number of noisy copies
+  the decision used after the n0 selection (n in fixed mode); ``correct`` is 1 when the certified
+  prediction equals the label (an abstention is never correct); floats are written with ``repr``
+  (exact round trip); ``NA`` marks a missing value. Readers also accept Cohen et al.'s six columns.
+- ``certify.settings.json``: what produced the rows (see :func:`run_identity`): the settings and
+  models a row depends on (compared on resume) and descriptive information (never compared).
+- ``certify.tsv.lock``: an OS lock (``fcntl.flock``) held by the one process that writes the file,
+  released by the OS when that process dies; the file holds the holder's pid.
+- ``certify.tsv.rank<r>.part``: with several processes, rank r's rows until rank 0 merges them.
+
+Rows once written are kept byte for byte; only a torn last line (a crash in mid-write) is removed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from torch import nn
+
+import ddsx
+
+BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
+EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds")
+COLUMNS = BASE_COLUMNS + EXTRA_COLUMNS
+HEADER = "\t".join(COLUMNS) + "\n"
+MISSING = "NA"
+FORMAT = "ddsx-certify/2"
+
+
+class ResultFileError(ValueError):
+    """A result file that ddsx cannot read or must not append to; the message names the file."""
+
+
+class SettingsMismatchError(ResultFileError):
+    """The file exists and was made with other settings; appending would mix two experiments."""
+
+
+class ResultFileLockedError(ResultFileError):
+    """Another process is writing the same result file."""
+
+
+# ----- rows ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One certified example; the extra columns are None when read from a six-column file."""
+
+    idx: int
+    label: int
+    predict: int
+    radius: float
+    correct: int
+    time: str
+    samples: int | None = None
+    count_a: int | None = None
+    n: int | None = None
+    n0: int | None = None
+    p_lower: float | None = None
+    sigma: float | None = None
+    t_star: int | None = None
+    seconds: float | None = None
+
+
+def format_elapsed(seconds: float) -> str:
+    """Cohen et al.'s ``time`` column: ``H:MM:SS.ffffff``."""
+    return str(datetime.timedelta(seconds=float(seconds)))
+
+
+def format_row(row: ResultRow) -> str:
+    """The TSV line (with its newline) for ``row``; floats round-trip exactly."""
+    fields = [
+        str(int(row.idx)),
+        str(int(row.label)),
+        str(int(row.predict)),
+        repr(float(row.radius)),
+        str(int(row.correct)),
+        row.time,
+        _opt(row.samples, int),
+        _opt(row.count_a, int),
+        _opt(row.n, int),
+        _opt(row.n0, int),
+        _opt(row.p_lower, lambda v: repr(float(v))),
+        _opt(row.sigma, lambda v: repr(float(v))),
+        _opt(row.t_star, int),
+        _opt(row.seconds, lambda v: f"{float(v):.6f}"),
+    ]
+    return "\t".join(fields) + "\n"
+
+
+_KINDS = {"samples": int, "count_a": int, "n": int, "n0": int, "p_lower": float, "sigma": float}
+_KINDS |= {"t_star": int, "seconds": float}
+
+
+def parse_row(line: str, columns: tuple[str, ...] = COLUMNS, where: str = "") -> ResultRow:
+    """Parse one TSV line laid out as ``columns`` (the file's header)."""
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) != len(columns):
+        raise ResultFileError(f"{where}: expected {len(columns)} tab-separated fields, got {len(fields)}")
+    values = dict(zip(columns, fields, strict=True))
+    try:
+        return ResultRow(
+            idx=int(values["idx"]),
+            label=int(values["label"]),
+            predict=int(values["predict"]),
+            radius=float(values["radius"]),
+            correct=int(values["correct"]),
+            time=values["time"],
+            **{name: _parse_opt(values.get(name), kind) for name, kind in _KINDS.items()},
+        )
+    except (KeyError, ValueError) as error:
+        raise ResultFileError(f"{where}: cannot parse row {line!r}: {error}") from error
+
+
+@dataclass(frozen=True)
+class FileContents:
+    """A file split at its last newline: what a crash can leave is a torn tail after it."""
+
+    header: bytes  # b"" when the file is empty or its header is torn
+    lines: list[bytes]  # complete rows, each ending in b"\n", byte for byte as on disk
+    torn: bytes  # bytes after the last newline (a row cut by a crash), usually b""
+
+    @property
+    def complete_size(self) -> int:
+        return len(self.header) + sum(len(line) for line in self.lines)
+
+
+def split_contents(path: Path) -> FileContents:
+    """Read ``path`` (which may not exist) without interpreting rows."""
+    data = path.read_bytes() if path.exists() else b""
+    end = data.rfind(b"\n") + 1
+    complete, torn = data[:end], data[end:]
+    if not complete:
+        return FileContents(b"", [], torn)
+    lines = complete.splitlines(keepends=True)
+    return FileContents(lines[0], lines[1:], torn)
+
+
+def header_columns(header: bytes, where: str) -> tuple[str, ...]:
+    """The columns a header line names; error unless it starts with the six base columns."""
+    columns = tuple(header.decode("utf-8", errors="replace").rstrip("\n").split("\t"))
+    if columns[: len(BASE_COLUMNS)] != BASE_COLUMNS:
+        raise ResultFileError(f"{where}:1 is not a certification file header: {header[:200]!r}")
+    return columns
+
+
+def read_results(path: str | Path) -> list[ResultRow]:
+    """All complete rows of a result file (ddsx or Cohen et al. layout); a torn last line is ignored.
+
+    A blank line or a row that does not parse is an error naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"result file not found: {path}")
+    contents = split_contents(path)
+    if not contents.header:
+        return []
+    columns = header_columns(contents.header, str(path))
+    return [
+        parse_row(_decode(line, path, number), columns, where=f"{path}:{number}")
+        for number, line in enumerate(contents.lines, start=2)
+    ]
+
+
+# ----- what produced the rows: the settings sidecar ----------------------------------------------
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``results.tsv`` -> ``results.settings.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".settings.json")
+
+
+def module_fingerprint(module: nn.Module | None) -> str:
+    """A short hash of a module's state dict (names, dtypes, shapes and exact bytes).
+
+    Hashed on the CPU so the same weights give the same fingerprint on every device.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    if module is not None:
+        for name, tensor in sorted(module.state_dict().items()):
+            tensor = tensor.detach()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            flat = tensor.reshape(-1).contiguous().cpu()
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+# Keys of a denoiser's describe() that say where it was loaded from, not what it computes.
+_DENOISER_LOCATION_KEYS = ("source", "path")
+# Attributes that change what a denoiser outputs; recorded when describe() leaves them out.
+_DENOISER_ATTRIBUTES = ("num_steps", "resolution", "pad_mode", "interpolation", "clip", "output_size")
+
+
+def describe_denoiser(denoiser: nn.Module | None) -> dict[str, Any]:
+    """Everything about the denoiser that changes its output: describe() minus its path, + fingerprint."""
+    if denoiser is None:
+        return {"name": "none", "fingerprint": module_fingerprint(None)}
+    described = dict(denoiser.describe()) if hasattr(denoiser, "describe") else {}
+    described.setdefault("name", type(denoiser).__name__)
+    for key in _DENOISER_LOCATION_KEYS:
+        described.pop(key, None)
+    for attribute in _DENOISER_ATTRIBUTES:
+        if attribute not in described and hasattr(denoiser, attribute):
+            described[attribute] = getattr(denoiser, attribute)
+    return described | {"fingerprint": module_fingerprint(denoiser)}
+
+
+def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
+    """Class, weights and the input adapter's settings (resize size and mode live outside the weights)."""
+    adapters = {
+        name or "<root>": {
+            "class": type(module).__name__,
+            **{
+                key: _plain(getattr(module, key))
+                for key in ("input_size", "mode", "interpolation")
+                if hasattr(module, key)
+            },
+        }
+        for name, module in classifier.named_modules()
+        if hasattr(module, "input_size")
+    }
+    return {
+        "name": type(classifier).__name__,
+        "fingerprint": module_fingerprint(classifier),
+        "input_adapter": adapters,
+    }
+
+
+def describe_data(dataset: Any) -> dict[str, Any]:
+    """The dataset's class and transforms (following Subset-like wrappers), without memory addresses."""
+    transforms, layer, depth = [], dataset, 0
+    while layer is not None and depth < 8:
+        transform = getattr(layer, "transform", None)
+        if transform is not None:
+            transforms.append(_without_addresses(repr(transform)))
+        layer, depth = getattr(layer, "dataset", None), depth + 1
+    return {"class": type(dataset).__name__, "transforms": transforms}
+
+
+def run_identity(
+    settings: Any,
+    *,
+    classifier: nn.Module,
+    denoiser: nn.Module | None,
+    dataset_name: str,
+    dataset: Any,
+    split_size: int,
+    device_type: str,
+    noise_block_size: int,
+    model_source: str,
+    run_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The sidecar document of one run: ``settings``, ``model``, ``denoiser`` are compared on resume.
+
+    Args:
+        settings: CertifySettings, sigma resolved.
+        classifier: the classifier h (fingerprint, input adapter).
+        denoiser: the denoiser D, or None: its whole ``describe()`` except the path it came from.
+        dataset_name, dataset, split_size: which data (name, class and transforms, split size).
+        device_type: "cpu", "cuda", ...: noise streams differ between device types.
+        noise_block_size: noise samples per generator call (the stream depends on it).
+        model_source: where the classifier came from (checkpoint path or config target); informative.
+        run_info: descriptive fields for report labels (method, training sigma, ...); never compared.
+    """
+    row_settings = settings.row_settings() | {
+        "dataset": dataset_name,
+        "split_size": int(split_size),
+        "data": describe_data(dataset),
+        "device_type": device_type,
+        "noise_block_size": int(noise_block_size),
+    }
+    return _jsonable(
+        {
+            "format": FORMAT,
+            "settings": row_settings,
+            "model": describe_classifier(classifier),
+            "denoiser": describe_denoiser(denoiser),
+            "info": {
+                "model_source": model_source,
+                "run": run_info or {},
+                "batch_size": settings.batch_size,
+                "skip": settings.skip,
+                "max": settings.max_examples,
+                "radii": list(settings.radii),
+                "ddsx_version": ddsx.__version__,
+                "created": datetime.datetime.now().isoformat(timespec="seconds"),
+            },
+        }
+    )
+
+
+def compared_fields(identity: dict[str, Any]) -> dict[str, Any]:
+    """Flattened fields that must match to append: ``certify.sigma``, ``model.fingerprint``, ..."""
+    fields = {f"certify.{k}": v for k, v in identity.get("settings", {}).items()}
+    for part in ("model", "denoiser"):
+        fields |= {f"{part}.{k}": v for k, v in identity.get(part, {}).items()}
+    fields["format"] = identity.get("format")
+    return fields
+
+
+def identity_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two sidecars, one per differing field (empty: same run)."""
+    old, new = compared_fields(stored), compared_fields(current)
+    return [
+        f"{key}: the file was made with {old.get(key)!r}, this run has {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
+
+
+def read_identity(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ResultFileError(
+            f"{path} is not valid JSON ({error}); delete it with its result file"
+        ) from error
+    if not isinstance(document, dict):
+        raise ResultFileError(f"{path} is not a ddsx settings file (not a JSON object)")
+    return document
+
+
+# ----- the file on disk -------------------------------------------------------------------------
+
+
+class ResultFile:
+    """The files behind one result path. Reading methods are safe on every process at once.
+
+    The order a run follows: :meth:`lock` (rank 0), :meth:`validate` (every rank, read-only),
+    :meth:`write_identity`, :meth:`open_for_append` per process, :meth:`merge` (rank 0).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.sidecar = sidecar_path(self.path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def shard_path(self, rank: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.rank{rank}.part")
+
+    def shard_paths(self) -> list[Path]:
+        shards = self.path.parent.glob(f"{self.path.name}.rank*.part")
+        return sorted(shards, key=lambda p: int(p.name.rsplit(".rank", 1)[1].split(".")[0]))
+
+    # ----- one writer ---------------------------------------------------------------------------
+    def lock(self) -> FileLock:
+        """Take the writer's lock now, or fail at once naming the file and the holder's pid."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.lock_path, self.path)
+
+    # ----- validation (read-only, before any work) ----------------------------------------------
+    def validate(self, identity: dict[str, Any], valid_indices: Iterable[int]) -> set[int]:
+        """Check the file, its shards and sidecar whole; return the idx already done.
+
+        Refuses (ResultFileError naming file and line): a header that is not ours, a blank or
+        unparsable complete row, an idx outside the split, an idx twice with different content,
+        rows without a sidecar, a sidecar made with other settings (SettingsMismatchError). A torn
+        last line is allowed (it is dropped when the file is opened for appending); identical
+        duplicate rows are allowed (merged into one).
+        """
+        valid = set(valid_indices)
+        files = [p for p in [self.path, *self.shard_paths()] if p.exists()]
+        rows_exist = any(p.stat().st_size > 0 for p in files)
+        if not self.sidecar.exists():
+            if rows_exist:
+                raise ResultFileError(
+                    f"{self.path} (or its .part shards) exists without {self.sidecar.name}, so its "
+                    "settings are unknown: delete it or choose another certify.output"
+                )
+        else:
+            differences = identity_differences(read_identity(self.sidecar), identity)
+            if differences:
+                raise SettingsMismatchError(
+                    f"refusing to append to {self.path}: it was made with other settings "
+                    f"({'; '.join(differences)}). Use another certify.output, or delete the file and "
+                    f"{self.sidecar.name} to start over."
+                )
+        seen: dict[int, tuple[bytes, str]] = {}
+        for path in files:
+            contents = split_contents(path)
+            if not contents.header:
+                continue  # empty, or only a torn header: repaired on open
+            columns = header_columns(contents.header, str(path))
+            if columns != COLUMNS:
+                raise ResultFileError(f"{path}:1 has columns {columns}, expected {COLUMNS}; cannot append")
+            for number, line in enumerate(contents.lines, start=2):
+                where = f"{path}:{number}"
+                row = parse_row(_decode(line, path, number), columns, where=where)
+                if row.idx not in valid:
+                    raise ResultFileError(f"{where}: idx {row.idx} is not an example of this split")
+                if row.idx in seen and seen[row.idx][0] != line:
+                    raise ResultFileError(
+                        f"{where}: idx {row.idx} appears again with different content (first at "
+                        f"{seen[row.idx][1]}); delete one of the two rows"
+                    )
+                seen.setdefault(row.idx, (line, where))
+        return set(seen)
+
+    # ----- writing ------------------------------------------------------------------------------
+    def write_identity(self, identity: dict[str, Any]) -> None:
+        """Write atomically, so a crash never leaves a half sidecar."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.sidecar)
+
+    def open_for_append(self, path: Path) -> ResultWriter:
+        """Open ``path`` (the result file or this process's shard), dropping a torn last line."""
+        contents = split_contents(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if contents.torn or not contents.header:
+            with open(path, "r+b" if path.exists() else "wb") as handle:
+                handle.truncate(contents.complete_size)
+        handle = open(path, "ab")  # noqa: SIM115 - closed by ResultWriter
+        if not contents.header:
+            handle.write(HEADER.encode())
+            handle.flush()
+        return ResultWriter(handle)
+
+    def merge(self) -> None:
+        """Fold every shard into the result file, sorted by idx, then delete the shards.
+
+        Rows keep their bytes; identical duplicates are kept once. The file is replaced
+        atomically, and shards are deleted only after, so a crash here loses nothing. A sorted
+        file without shards, duplicates or torn tail is left untouched.
+        """
+        shards = self.shard_paths()
+        main = split_contents(self.path)
+        rows: dict[int, bytes] = {}
+        for path in [self.path, *shards]:
+            for line in split_contents(path).lines:
+                rows.setdefault(int(line.split(b"\t", 1)[0]), line)
+        order = sorted(rows)
+        in_file = [int(line.split(b"\t", 1)[0]) for line in main.lines]
+        if not shards and not main.torn and main.header and in_file == order:
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(main.header or HEADER.encode())
+            handle.writelines(rows[idx] for idx in order)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(self.path)
+        for shard in shards:
+            shard.unlink()
+
+
+class FileLock:
+    """An exclusive ``fcntl.flock`` on ``lock_path`` for as long as this object is open.
+
+    The OS releases it when the process dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, lock_path: Path, guarded: Path) -> None:
+        self.path = lock_path
+        self._handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release(); never truncates
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            raise ResultFileLockedError(
+                f"{guarded} is being written by another process (pid {holder}, lock {lock_path.name}); "
+                "wait for it to finish or choose another certify.output"
+            ) from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+
+    def __enter__(self) -> FileLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+class ResultWriter:
+    """Appends rows, each flushed to the OS as soon as it is written (a killed process loses none)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    def write(self, row: ResultRow) -> None:
+        self._handle.write(format_row(row).encode())
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+
+
+def _decode(line: bytes, path: Path, number: int) -> str:
+    if not line.strip():
+        raise ResultFileError(f"{path}:{number}: blank line")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ResultFileError(f"{path}:{number}: not UTF-8 text ({error})") from error
+
+
+def _opt(value, fmt) -> str:
+    return MISSING if value is None else str(fmt(value))
+
+
+def _parse_opt(text: str | None, kind):
+    return None if text is None or text in (MISSING, "", "None") else kind(text)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _without_addresses(text: str) -> str:
+    """``<function f at 0x7f...>`` -> ``<function f>``: a repr must not change between runs."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
+
+
+def _jsonable(value: Any) -> Any:
+    """Round-trip through JSON so the stored and compared documents are the same plain values."""
+    return json.loads(json.dumps(value, default=str))
