@@ -48,6 +48,72 @@ def noise_block_size(sample_shape: tuple[int, ...] | torch.Size, device_type: st
     return max(1, elements // max(1, math.prod(sample_shape)))
 
 
+class GaussianStream:
+    """``num`` standard normal samples of ``sample_shape`` from ``generator``, handed out in any sizes.
+
+    The generator is always called with blocks of ``noise_block_size(sample_shape, device type)``
+    samples (the last block of the ``num`` shorter), so the concatenation of everything taken is the
+    same however it is cut, and nothing past what was taken (rounded up to a block) is drawn: a
+    sequential test can stop early and still see a prefix of the fixed-n noise.
+    """
+
+    def __init__(
+        self,
+        sample_shape: tuple[int, ...] | torch.Size,
+        num: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if num < 0:
+            raise ValueError(f"need num >= 0, got num={num}")
+        self.shape = tuple(sample_shape)
+        self.num = int(num)
+        self.generator, self.device, self.dtype = generator, device, dtype
+        self.block = noise_block_size(self.shape, torch.device(device).type)
+        self.drawn = 0  # samples taken from the generator so far
+        self.taken = 0  # samples handed out so far
+        self._pending: torch.Tensor | None = None  # drawn but not yet handed out, (k, *shape)
+
+    @property
+    def remaining(self) -> int:
+        return self.num - self.taken
+
+    def take(self, size: int) -> torch.Tensor:
+        """The next ``size`` samples, (size, *sample_shape); may be a view of a block (callers may modify it)."""
+        if not 1 <= size <= self.remaining:
+            raise ValueError(f"can take 1..{self.remaining} samples, asked for {size}")
+        pending = self._pending
+        if pending is not None and len(pending) >= size:
+            out, self._pending = pending[:size], (pending[size:] if len(pending) > size else None)
+            self.taken += size
+            return out
+        out = torch.empty((size, *self.shape), device=self.device, dtype=self.dtype)
+        filled = 0
+        if pending is not None:
+            filled = len(pending)
+            out[:filled].copy_(pending)
+            self._pending = None
+        while filled < size:
+            k = min(self.block, self.num - self.drawn)
+            if filled + k <= size:
+                # Draw straight into the batch: same values as a standalone draw of k samples.
+                torch.randn((k, *self.shape), generator=self.generator, out=out[filled : filled + k])
+                filled += k
+            else:
+                fresh = torch.randn(
+                    (k, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
+                )
+                take = size - filled
+                out[filled:].copy_(fresh[:take])
+                self._pending = fresh[take:]
+                filled = size
+            self.drawn += k
+        self.taken += size
+        return out
+
+
 def gaussian_batches(
     sample_shape: tuple[int, ...] | torch.Size,
     num: int,
@@ -59,40 +125,12 @@ def gaussian_batches(
 ) -> Iterator[torch.Tensor]:
     """Yield standard normal tensors (b, *sample_shape) with b <= batch_size, ``num`` samples in all.
 
-    The concatenation of everything yielded is the same for every ``batch_size``: the generator
-    is always called with blocks of ``noise_block_size(sample_shape, device type)`` samples (the last block of
-    the ``num`` shorter). Yielded tensors may be views of a block; callers may modify them in place.
+    The concatenation of everything yielded is the same for every ``batch_size`` (a
+    :class:`GaussianStream` cut into batches). Yielded tensors may be views of a block; callers may
+    modify them in place.
     """
     if num < 0 or batch_size < 1:
         raise ValueError(f"need num >= 0 and batch_size >= 1, got num={num}, batch_size={batch_size}")
-    shape = tuple(sample_shape)
-    block = noise_block_size(shape, torch.device(device).type)
-    drawn = 0  # samples taken from the generator so far
-    pending: torch.Tensor | None = None  # drawn but not yet yielded, (k, *shape)
-    yielded = 0
-    while yielded < num:
-        size = min(batch_size, num - yielded)
-        if pending is not None and len(pending) >= size:
-            out, pending = pending[:size], (pending[size:] if len(pending) > size else None)
-        else:
-            out = torch.empty((size, *shape), device=device, dtype=dtype)
-            filled = 0
-            if pending is not None:
-                filled = len(pending)
-                out[:filled].copy_(pending)
-                pending = None
-            while filled < size:
-                k = min(block, num - drawn)
-                if filled + k <= size:
-                    # Draw straight into the batch: same values as a standalone draw of k samples.
-                    torch.randn((k, *shape), generator=generator, out=out[filled : filled + k])
-                    filled += k
-                else:
-                    fresh = torch.randn((k, *shape), generator=generator, device=device, dtype=dtype)
-                    take = size - filled
-                    out[filled:].copy_(fresh[:take])
-                    pending = fresh[take:]
-                    filled = size
-                drawn += k
-        yielded += size
-        yield out
+    stream = GaussianStream(sample_shape, num, generator=generator, device=device, dtype=dtype)
+    while stream.remaining:
+        yield stream.take(min(batch_size, stream.remaining))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound, top_two_p_value
-from ddsx.smoothing.noise import gaussian_batches
+from ddsx.smoothing.noise import GaussianStream, gaussian_batches
+from ddsx.smoothing.sequential import SequentialPlan, SequentialTest
 from ddsx.utils.logging import get_logger
 
 ABSTAIN = -1
@@ -42,6 +43,28 @@ class Certificate:
     p_lower: float
     n0: int
     n: int
+
+
+@dataclass(frozen=True)
+class SequentialCertificate:
+    """The answer of :meth:`Smooth.certify_sequential` for one input (a grid certificate).
+
+    Attributes:
+        prediction: the tested class (the label, or the n0 candidate), or ``ABSTAIN`` (-1) when no
+            grid radius is certified.
+        radius: the largest certified grid radius; 0.0 when none (then prediction is ABSTAIN).
+        count: noisy copies, of the ``samples`` tested, that the base classifier put in the tested class.
+        samples: noisy copies used by the sequential test (excluding the n0 selection copies).
+        n0: noisy copies used to pick the candidate class (0 when the label was tested).
+        certified: per grid radius of the plan, whether it is certified (nested: a prefix).
+    """
+
+    prediction: int
+    radius: float
+    count: int
+    samples: int
+    n0: int
+    certified: tuple[bool, ...]
 
 
 def resolve_autocast_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -121,6 +144,79 @@ class Smooth:
             return Certificate(ABSTAIN, 0.0, count, p_lower, n0, n)
         return Certificate(candidate, certified_radius(p_lower, self.sigma), count, p_lower, n0, n)
 
+    def certify_sequential(
+        self,
+        x: torch.Tensor,
+        plan: SequentialPlan,
+        *,
+        label: int | None = None,
+        n0: int | None = None,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+    ) -> SequentialCertificate:
+        """SEQ-CERT (sequential.md): certify g at x on the plan's radii grid, stopping as soon as decided.
+
+        The tested class c is ``label`` (give ``label``, no ``n0``: certified accuracy, X_i = 1 iff
+        f(x + sigma eps_i) = label) or the argmax of ``n0`` separate noisy copies (give ``n0``: deployment,
+        as CERTIFY; the selection copies are never reused in the test). Fresh copies are then drawn in
+        chunks up to the plan's check times, at most ``plan.n_max``.
+
+        Guarantee (per point, over the noise drawn here), for every grid radius r_k with
+        p_k = Phi(r_k / sigma): if the smoothed probability p_c = P(f(x + sigma eps) = c) is < p_k,
+        then P(r_k is reported certified) <= plan.alpha, whatever the stopping time
+        (alpha / 5 from Ville's inequality on a mixture e-process, 0.8 alpha from one Clopper-Pearson
+        look at n_max). Because certified radii are nested, this is also P(the reported radius exceeds
+        the true radius sigma * PhiInv(p_c)) <= alpha, the guarantee of CERTIFY restricted to the grid.
+        A certified r_k >= 0 means p_c >= p_k >= 1/2, so g(x) = c and g(x + delta) = c for every
+        ||delta||_2 < r_k (r = 0: g(x) = c). The radius is a grid value, a floor of the exact radius.
+
+        Noise comes from ``generator`` in the same fixed-size blocks as :meth:`certify` (n0 copies, then
+        a stream of n_max), so the test sees a prefix of the copies fixed-n CERTIFY with n = n_max
+        would see, and the result does not depend on ``batch_size``.
+
+        Args:
+            x: one image (C, H, W) in [0,1], on the device the base classifier runs on.
+            plan: boundaries from :func:`ddsx.smoothing.sequential.sequential_plan` for this sigma.
+            label: the class to test (certified accuracy mode).
+            n0: noisy copies for selecting the candidate class (deployment mode).
+            batch_size: noisy copies per forward pass at most (speed only).
+            generator: a ``torch.Generator`` on x's device; None uses the global generator.
+        """
+        if (label is None) == (n0 is None):
+            raise ValueError("give exactly one of label (test the true label) or n0 (select a candidate)")
+        _check_budget(n0=1 if n0 is None else n0, n=plan.n_max, alpha=plan.alpha, batch_size=batch_size)
+        if plan.sigma != self.sigma:
+            raise ValueError(
+                f"the plan is for sigma = {plan.sigma}, this classifier is smoothed at {self.sigma}"
+            )
+        if label is not None:
+            if not isinstance(label, numbers.Integral) or not 0 <= label < self.num_classes:
+                raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label!r}")
+            candidate = int(label)
+        else:
+            candidate = int(self.sample_counts(x, n0, batch_size, generator).argmax())
+        test = SequentialTest(plan)
+        stream = GaussianStream(x.shape, plan.n_max, generator=generator, device=x.device, dtype=x.dtype)
+        with torch.inference_mode():
+            while not test.done:
+                # Count on the device through the check interval; read it once per check time.
+                interval = test.next_chunk()
+                hits = torch.zeros((), dtype=torch.long, device=x.device)
+                for start in range(0, interval, batch_size):
+                    labels = self._classify(x, stream.take(min(batch_size, interval - start)))
+                    hits += (labels == candidate).sum()
+                test.update(int(hits), interval)
+        radius = test.certified_radius()
+        prediction = ABSTAIN if radius is None else candidate
+        return SequentialCertificate(
+            prediction=prediction,
+            radius=0.0 if radius is None else float(radius),
+            count=test.hits,
+            samples=test.samples,
+            n0=0 if n0 is None else int(n0),
+            certified=tuple(test.certified()),
+        )
+
     def predict(
         self,
         x: torch.Tensor,
@@ -161,16 +257,20 @@ class Smooth:
             for noise in gaussian_batches(
                 x.shape, num, batch_size, generator=generator, device=x.device, dtype=x.dtype
             ):
-                noisy = noise.mul_(self.sigma).add_(x)  # (b, C, H, W); x broadcasts, never copied b times
-                with self._autocast(x.device):
-                    logits = self.base_classifier(noisy)
-                if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-                    raise ValueError(
-                        f"base classifier must return logits (N, {self.num_classes}), got {tuple(logits.shape)}"
-                    )
                 # Counted on the device: no host sync until the caller reads the counts.
-                counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
+                counts += torch.bincount(self._classify(x, noise), minlength=self.num_classes)
         return counts.cpu()
+
+    def _classify(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Labels f(x + sigma * noise), (b,) on x's device; overwrites ``noise``."""
+        noisy = noise.mul_(self.sigma).add_(x)  # (b, C, H, W); x broadcasts, never copied b times
+        with self._autocast(x.device):
+            logits = self.base_classifier(noisy)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"base classifier must return logits (N, {self.num_classes}), got {tuple(logits.shape)}"
+            )
+        return logits.argmax(dim=1)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
