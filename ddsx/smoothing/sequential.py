@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binom
 
-from ddsx.smoothing.sequential_plan import SequentialPlan, compute_plan, sequential_plan
+from ddsx.smoothing.sequential_boundaries import SequentialPlan, compute_plan, sequential_plan
 
 __all__ = ["SequentialPlan", "SequentialTest", "compute_plan", "decide", "sequential_plan"]
 
