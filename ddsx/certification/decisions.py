@@ -12,17 +12,18 @@ from typing import Protocol
 from ddsx.certification.settings import CertifySettings
 from ddsx.smoothing import ABSTAIN
 from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound
+from ddsx.smoothing.sequential import SequentialPlan, SequentialTest, sequential_plan
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """prediction (ABSTAIN = -1), radius, hits among ``samples`` copies, the CP lower bound on them."""
+    """prediction (ABSTAIN = -1), radius, hits among ``samples`` copies, the CP lower bound (fixed mode)."""
 
     prediction: int
     radius: float
     count: int
     samples: int
-    p_lower: float
+    p_lower: float | None
 
 
 class Decision(Protocol):
@@ -70,8 +71,52 @@ class FixedDecision:
         return Outcome(self.candidate, radius, self.count, self.n, p_lower)
 
 
-def make_decision(settings: CertifySettings, candidate: int) -> Decision:
+class SequentialDecision:
+    """SEQ-CERT (sequential.md) after the selection: a ``SequentialTest`` fed up to its check times.
+
+    The engine may hand over the samples up to a check time in pieces (a batch boundary cuts
+    them); the test looks only at its check times, so the decision does not depend on the packing. With probability at least 1 - alpha, every certified grid radius is at most the true
+    radius of g at x (``Smooth.certify_sequential`` states the guarantee in full).
+    """
+
+    def __init__(self, candidate: int, plan: SequentialPlan) -> None:
+        self.candidate = candidate
+        self.test = SequentialTest(plan)
+
+    @property
+    def done(self) -> bool:
+        return self.test.done
+
+    def request(self) -> int:
+        return self.test.next_chunk()
+
+    def absorb(self, hits: int, samples: int) -> None:
+        self.test.update(hits, samples)  # it looks only when a check time is reached
+
+    def outcome(self, settings: CertifySettings) -> Outcome:
+        radius = self.test.certified_radius()
+        if radius is None:
+            return Outcome(ABSTAIN, 0.0, self.test.hits, self.test.samples, None)
+        return Outcome(self.candidate, float(radius), self.test.hits, self.test.samples, None)
+
+
+def plan_for(settings: CertifySettings) -> SequentialPlan | None:
+    """The SEQ-CERT boundaries of these settings (cached on disk by ddsx.smoothing); None in fixed mode."""
+    if settings.mode != "sequential":
+        return None
+    return sequential_plan(
+        settings.require_sigma(),
+        sorted(set(settings.radii)),
+        settings.alpha,
+        settings.n,
+        settings.check_every,
+    )
+
+
+def make_decision(settings: CertifySettings, candidate: int, plan: SequentialPlan | None) -> Decision:
     """The decision of ``settings.mode`` for one example and class under test."""
     if settings.mode == "fixed":
         return FixedDecision(candidate, settings.n)
-    raise NotImplementedError(f"certify.mode={settings.mode!r} is not available in this build")
+    if plan is None:
+        raise ValueError("sequential mode needs the plan (decisions.plan_for)")
+    return SequentialDecision(candidate, plan)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ddsx.certification.decisions import Decision, make_decision
+from ddsx.certification.decisions import Decision, make_decision, plan_for
 from ddsx.certification.progress import CertifyProgress
 from ddsx.certification.result_file import (
     FileLock,
@@ -35,7 +35,8 @@ from ddsx.certification.result_file import (
 )
 from ddsx.certification.settings import CertifySettings
 from ddsx.smoothing import example_generator
-from ddsx.smoothing.noise import noise_block_size
+from ddsx.smoothing.noise import GaussianStream
+from ddsx.smoothing.sequential import SequentialPlan
 from ddsx.smoothing.smooth import resolve_autocast_dtype
 from ddsx.utils.logging import get_logger
 
@@ -64,45 +65,6 @@ class Target:
         self.file = ResultFile(self.output)
 
 
-class NoiseStream:
-    """Standard normal samples of one example, served in any chunk sizes, drawn in fixed blocks.
-
-    ``num`` samples in all: the generator is called with blocks of ``noise_block_size`` (the last
-    one shorter), exactly as ``gaussian_batches`` does, so any chunking gives the same samples.
-    """
-
-    def __init__(
-        self,
-        shape: torch.Size,
-        num: int,
-        generator: torch.Generator,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> None:
-        self.shape, self.undrawn, self.generator = tuple(shape), num, generator
-        self.device, self.dtype = device, dtype
-        self.block = noise_block_size(self.shape, device.type)
-        self._buffer: torch.Tensor | None = None
-        self._offset = 0
-
-    def take(self, k: int) -> torch.Tensor:
-        """The next ``k`` samples (k, *shape); may be a view of a block (callers may modify it)."""
-        parts = []
-        while k > 0:
-            if self._buffer is None or self._offset == len(self._buffer):
-                size = min(self.block, self.undrawn)
-                if size <= 0:
-                    raise RuntimeError("noise stream exhausted: a decision asked for more than its budget")
-                self._buffer = torch.randn(
-                    (size, *self.shape), generator=self.generator, device=self.device, dtype=self.dtype
-                )
-                self._offset, self.undrawn = 0, self.undrawn - size
-            m = min(k, len(self._buffer) - self._offset)
-            parts.append(self._buffer[self._offset : self._offset + m])
-            self._offset, k = self._offset + m, k - m
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
 class Example:
     """One example in flight: its noise, the n0 selection counts, one decision per target."""
 
@@ -115,13 +77,16 @@ class Example:
         targets: list[int],
         settings: CertifySettings,
         num_classes: int,
+        plan: SequentialPlan | None = None,
     ) -> None:
         self.order, self.idx, self.x, self.label, self.targets = order, idx, x, label, targets
-        self.settings, self.num_classes = settings, num_classes
+        self.settings, self.num_classes, self.plan = settings, num_classes, plan
         generator = example_generator(settings.seed, idx, x.device)
         self.select_left = settings.n0_used
-        self.select_stream = NoiseStream(x.shape, self.select_left, generator, x.device, x.dtype)
-        self.test_stream = NoiseStream(x.shape, settings.n, generator, x.device, x.dtype)
+        # Selection copies first, then the test's: the order Smooth.certify draws them in.
+        stream = {"generator": generator, "device": x.device, "dtype": x.dtype}
+        self.select_stream = GaussianStream(x.shape, self.select_left, **stream)
+        self.test_stream = GaussianStream(x.shape, settings.n, **stream)
         self.counts0 = {t: torch.zeros(num_classes, dtype=torch.long, device=x.device) for t in targets}
         self.decisions: dict[int, Decision] = {}
         if not self.select_left:
@@ -168,7 +133,7 @@ class Example:
         return list(self.targets) if self.selecting else self.undecided()
 
     def _start_decisions(self, candidates: dict[int, int]) -> None:
-        self.decisions = {t: make_decision(self.settings, candidates[t]) for t in self.targets}
+        self.decisions = {t: make_decision(self.settings, candidates[t], self.plan) for t in self.targets}
 
 
 @dataclass
@@ -188,6 +153,10 @@ class Certifier:
     targets: list[Target]
     num_classes: int
     device: torch.device
+    plan: SequentialPlan | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.plan = plan_for(self.settings)  # computed (or read from the cache) once per run
 
     def run(
         self,
@@ -321,7 +290,9 @@ class Certifier:
                 order, (position, idx, targets) = waiting.pop()
                 image, label = dataset[position]
                 x = torch.as_tensor(image).to(self.device)
-                example = Example(order, idx, x, int(label), targets, self.settings, self.num_classes)
+                example = Example(
+                    order, idx, x, int(label), targets, self.settings, self.num_classes, self.plan
+                )
                 if example.done:  # nothing to sample (cannot happen with n >= 1; kept for safety)
                     yield example
                 else:
@@ -377,8 +348,8 @@ class Certifier:
         x = torch.as_tensor(image).to(self.device)
         size = min(settings.batch_size, settings.n0_used + settings.n)
         generator = torch.Generator(device=x.device).manual_seed(0)
-        stream = NoiseStream(x.shape, size + 2, generator, x.device, x.dtype)
-        probe = Example(0, 0, x, 0, list(range(len(self.targets))), settings, self.num_classes)
+        stream = GaussianStream(x.shape, size + 2, generator=generator, device=x.device, dtype=x.dtype)
+        probe = Example(0, 0, x, 0, list(range(len(self.targets))), settings, self.num_classes, self.plan)
         self._classify([(probe, probe.needs(), stream.take(2))])  # lazy initialisation, not timed
         start = time.perf_counter()
         self._classify([(probe, probe.needs(), stream.take(size))])

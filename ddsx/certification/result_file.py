@@ -300,6 +300,7 @@ def run_identity(
                 "skip": settings.skip,
                 "max": settings.max_examples,
                 "radii": list(settings.radii),
+                "check_every": settings.check_every,
                 "ddsx_version": ddsx.__version__,
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             },
