@@ -99,9 +99,9 @@ def test_several_classifiers_stop_on_their_own_and_equal_separate_runs(tmp_path:
         [alone] = run(tmp_path / f"alone{i}", [classifier], CountingDenoiser(), batch_size=64)
         assert timeless(paths[i]) == timeless(alone)
     # The denoiser saw each example only until the last classifier decided it (+ warm-up 2 + 64).
-    per_example = [max(rows) for rows in zip(*[[r.samples for r in read_results(p)] for p in paths])]
-    assert denoiser.images == sum(per_example) + 2 + 64
     samples = [[r.samples for r in read_results(p)] for p in paths]
+    per_example = [max(row) for row in zip(*samples, strict=True)]
+    assert denoiser.images == sum(per_example) + 2 + 64
     assert samples[0] != samples[1] or samples[1] != samples[2], "classifiers must stop at different times"
 
 
