@@ -1,7 +1,7 @@
 """Certify the examples of a dataset with one denoiser and one or more classifiers, into result files.
 
-The schedule: noisy copies of several examples are packed into each forward batch, the least
-sampled example first; each batch is denoised once and then classified by every classifier that
+The schedule: noisy copies of several examples are packed into each forward batch (in sequential
+mode the least sampled example first, in fixed mode the oldest first); each batch is denoised once and then classified by every classifier that
 still needs one of its examples. Example idx always draws its noise from its own generator seeded
 by (seed, idx), in the fixed noise blocks of ``ddsx.smoothing.noise``: the n0 selection copies
 first, then the copies the decision counts. So a row depends on neither the batch size, nor the
@@ -297,7 +297,10 @@ class Certifier:
                     yield example
                 else:
                     active.append(example)
-            active.sort(key=lambda e: (e.drawn, e.order))  # least sampled first
+            # Sequential: the least sampled first, so batches stay full while examples stop at
+            # different times. Fixed: the oldest first, so rows (and progress) come one by one.
+            sequential = self.settings.mode == "sequential"
+            active.sort(key=(lambda e: (e.drawn, e.order)) if sequential else (lambda e: e.order))
             chunks, space = [], batch_size
             for example in active:
                 k = min(example.request(), space)
