@@ -183,7 +183,16 @@ def test_ctrl_c_in_certification_keeps_the_rows(tmp_path: Path) -> None:
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Lightning ignores SIGINT for good after a KeyboardInterrupt in fit (test_ctrl_c_in_training),
+    # and a child inherits an ignored SIGINT: give the child Python's default handler back.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     path = run_dir / "certify.tsv"
     deadline = time.time() + 240
     while time.time() < deadline and (not path.exists() or len(path.read_text().splitlines()) < 3):

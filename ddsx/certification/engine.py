@@ -190,7 +190,7 @@ class Certifier:
         positions = settings.indices(len(dataset))
         source = getattr(dataset, "source_indices", None)
         split_indices = list(range(len(dataset))) if source is None else [int(i) for i in source]
-        settings.check_budget(len(positions) * len(self.targets))
+        settings.check_budget(len(positions), len(self.targets))
 
         locks: list[FileLock] = []
         try:

@@ -163,14 +163,14 @@ class CertifySettings:
         """Noisy images the base classifier sees for ``num_examples`` examples (at most, in sequential mode)."""
         return num_examples * (self.n0_used + self.n)
 
-    def check_budget(self, num_examples: int) -> None:
+    def check_budget(self, num_examples: int, classifiers: int = 1) -> None:
         """Refuse a run of more than 10^9 forward passes unless ``allow_huge`` says it is meant."""
-        passes = self.forward_passes(num_examples)
+        passes = self.forward_passes(num_examples) * classifiers
         if passes > HUGE_BUDGET and not self.allow_huge:
             raise InvalidSettingError(
-                f"certify.n={self.n} on {num_examples} examples is {passes:,} forward passes (more than "
-                f"{HUGE_BUDGET:,}: days to years of compute); lower certify.n or certify.max, or set "
-                "certify.allow_huge=true if this is meant"
+                f"certify.n={self.n} on {num_examples} examples x {classifiers} classifier(s) is {passes:,} "
+                f"forward passes (more than {HUGE_BUDGET:,}: days to years of compute); lower certify.n or "
+                "certify.max, or set certify.allow_huge=true if this is meant"
             )
 
     def row_settings(self) -> dict[str, Any]:
