@@ -261,3 +261,10 @@ def test_rows_of_a_subset_carry_the_index_in_the_full_split(tmp_path: Path) -> N
 
     by_idx = {r.idx: timeless(r) for r in read_results(full_path)}
     assert [timeless(r) for r in rows] == [by_idx[i] for i in (5, 7, 9)]  # same noise seed: same rows
+
+
+def test_the_denoiser_path_is_recorded_for_reports_but_not_compared(tmp_path: Path) -> None:
+    path, _ = run(tmp_path, denoiser=KnobDenoiser(path="/denoisers/mnist5k_ddpm"), max=1)
+    document = json.loads(sidecar_path(path).read_text())
+    assert document["info"]["denoiser"]["source"] == "/denoisers/mnist5k_ddpm"
+    assert "source" not in document["denoiser"]

@@ -32,14 +32,26 @@ def write_run(
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "certify.tsv"
-    lines = [HEADER.rstrip("\n") + ("\tsamples\n" if samples else "\n")]
+    lines = [HEADER]
     for idx, (correct, radius) in enumerate(outcomes):
         predict = -1 if radius < 0 else (1 if correct else 2)
         row = ResultRow(
-            idx, 1, predict, max(radius, 0.0), correct, "0:00:01", 90, n, 10, 0.9, sigma, None, 1.0
+            idx,
+            1,
+            predict,
+            max(radius, 0.0),
+            correct,
+            "0:00:01",
+            samples=samples[idx] if samples else n,  # a fixed-n run uses n samples on every point
+            count_a=90,
+            n=n,
+            n0=10,
+            p_lower=0.9,
+            sigma=sigma,
+            t_star=None,
+            seconds=1.0,
         )
-        line = format_row(row)
-        lines.append(line.rstrip("\n") + f"\t{samples[idx]}\n" if samples else line)
+        lines.append(format_row(row))
     path.write_text("".join(lines))
     settings = {
         "sigma": sigma,

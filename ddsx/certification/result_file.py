@@ -295,6 +295,8 @@ def run_identity(
             "denoiser": describe_denoiser(denoiser),
             "info": {
                 "model_source": model_source,
+                # The denoiser's whole description with where it came from: report labels, never compared.
+                "denoiser": dict(denoiser.describe()) if hasattr(denoiser, "describe") else {},
                 "run": run_info or {},
                 "batch_size": settings.batch_size,
                 "skip": settings.skip,
