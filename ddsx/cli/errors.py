@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ddsx.errors import DDSXError
 from ddsx.utils.warnings import silence_known_warnings
 
 EXIT_CODE = 2
@@ -34,10 +35,6 @@ DEVICE_HINT = "set trainer.accelerator=cpu (and trainer.devices=<processes>) to 
 _DEVICE_MESSAGES = ("No supported gpu backend found", "can not run on your system")
 # Modules that read user files (checkpoints, denoiser folders): their ValueErrors describe a bad file.
 _LOADER_MODULES = ("ddsx.models.checkpoints", "ddsx.denoisers.load", "ddsx.denoisers.folder")
-
-
-class DDSXError(Exception):
-    """An error the user can fix from its message alone: shown without traceback, exit code 2."""
 
 
 class _ReportedExit(SystemExit):

@@ -13,7 +13,7 @@ from typing import Any
 
 import hydra
 
-from ddsx.cli.errors import DDSXError
+from ddsx.errors import DDSXError
 
 # The exact ``_target_`` strings a stored config may name: ddsx's own model constructors (both the
 # short and the full import path) and the diffusers classes ddsx builds. Exact matches only.
