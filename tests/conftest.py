@@ -31,6 +31,27 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     return cfg
 
 
+# A certification small enough for the unit tests: the digits split, a few dozen samples per example.
+FAST_CERTIFY = [
+    "dataset=digits",
+    "certify.n0=4",
+    "certify.n=40",
+    "certify.batch_size=40",
+    "certify.progress=false",
+]
+
+
+@pytest.fixture
+def compose_certify(tmp_path: Path) -> Callable[..., DictConfig]:
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_config(
+            "ddsx_certify", [f"paths.root_dir={tmp_path}", *FAST_CERTIFY, *overrides], tmp_path / "run"
+        )
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     def _compose(*overrides: str) -> DictConfig:

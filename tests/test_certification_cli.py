@@ -12,25 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 from ddsx.certification import InvalidSettingError, read_results, sidecar_path
 from ddsx.cli.certify import certify
 from ddsx.models.classifiers import lenet
-from tests.conftest import compose_config, tiny_unet
-
-FAST = ["dataset=digits", "certify.n0=4", "certify.n=40", "certify.batch_size=40", "certify.progress=false"]
-
-
-@pytest.fixture
-def compose_certify(tmp_path: Path):
-    def _compose(*overrides: str):
-        return compose_config(
-            "ddsx_certify", [f"paths.root_dir={tmp_path}", *FAST, *overrides], tmp_path / "run"
-        )
-
-    yield _compose
-    GlobalHydra.instance().clear()
+from tests.conftest import FAST_CERTIFY, tiny_unet
 
 
 def write_checkpoint(path: Path, sigma: float = 0.5) -> Path:
@@ -148,7 +134,7 @@ def _command(run_dir: Path, *overrides: str) -> list[str]:
         sys.executable,
         "-m",
         "ddsx.cli.certify",
-        *FAST,
+        *FAST_CERTIFY,
         f"hydra.run.dir={run_dir}",
         "certify.sigma=0.25",
         *overrides,

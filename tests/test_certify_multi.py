@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 
 from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results, sidecar_path
 from ddsx.certification.build import ModelMismatchError
 from ddsx.cli.certify import certify
 from ddsx.denoisers.base import IdentityDenoiser
-from tests.conftest import compose_config
-from tests.test_certification_cli import FAST, write_checkpoint
+from tests.test_certification_cli import write_checkpoint
 
 NUM_CLASSES = 3
 
@@ -95,17 +93,6 @@ def test_each_classifier_resumes_independently(tmp_path: Path) -> None:
 
 
 # ----- ddsx-certify ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def compose_certify(tmp_path: Path):
-    def _compose(*overrides: str):
-        return compose_config(
-            "ddsx_certify", [f"paths.root_dir={tmp_path}", *FAST, *overrides], tmp_path / "run"
-        )
-
-    yield _compose
-    GlobalHydra.instance().clear()
 
 
 def test_a_list_of_checkpoints_is_certified_in_one_run(compose_certify, tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from ddsx.cli import denoiser as denoiser_cli
 from ddsx.cli import report as report_cli
 from ddsx.cli import train as train_cli
 from ddsx.cli.errors import DDSXError, expected_message
-from tests.test_certification_cli import FAST, write_checkpoint
+from tests.conftest import FAST_CERTIFY
+from tests.test_certification_cli import write_checkpoint
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def assert_clean(code: int, stderr: str, *cause: str) -> str:
 
 
 def certify_args(tmp_path: Path, *overrides: str) -> list[str]:
-    return [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *FAST, *overrides]
+    return [f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}", *FAST_CERTIFY, *overrides]
 
 
 def test_refused_resume(run_app, tmp_path: Path) -> None:

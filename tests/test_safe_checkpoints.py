@@ -12,7 +12,6 @@ import torch
 from ddsx.cli.certify import certify
 from ddsx.cli.train import build_training, fit_and_test
 from ddsx.models.checkpoints import load_classifier
-from tests.test_safe_instantiate import compose_certify  # noqa: F401 (fixture)
 
 
 class Payload:

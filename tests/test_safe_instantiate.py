@@ -7,14 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 
 from ddsx.cli.certify import certify
 from ddsx.cli.train import build_training
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.safe_instantiate import CLASSIFIER_TARGETS, UnsafeConfigError, check_config, safe_instantiate
-from tests.conftest import compose_config
-from tests.test_certification_cli import FAST, write_checkpoint
+from tests.test_certification_cli import write_checkpoint
 
 
 def write_text_payload(victim: Path) -> dict:
@@ -36,17 +34,6 @@ def poison(ckpt: Path, group: str, node: dict) -> Path:
 def nested_in_lenet(victim: Path) -> dict:
     # The payload as an argument of an allowed constructor: Hydra builds nested nodes first.
     return {"_target_": "ddsx.models.classifiers.lenet", "input_size": write_text_payload(victim)}
-
-
-@pytest.fixture
-def compose_certify(tmp_path: Path):
-    def _compose(*overrides: str):
-        return compose_config(
-            "ddsx_certify", [f"paths.root_dir={tmp_path}", *FAST, *overrides], tmp_path / "run"
-        )
-
-    yield _compose
-    GlobalHydra.instance().clear()
 
 
 @pytest.mark.parametrize("where", ["top", "nested"])
