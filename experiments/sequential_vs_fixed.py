@@ -41,6 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="results folder (rows.tsv and tables)")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--digits", type=int, default=200, help="the first N digits of the test split")
+    parser.add_argument(
+        "--start", type=int, default=0, help="begin at this digit (a second worker can take the upper half)"
+    )
     parser.add_argument("--n", type=int, default=100_000, help="fixed n, and the sequential budget n_max")
     parser.add_argument("--n0", type=int, default=100, help="selection copies of fixed CERTIFY")
     parser.add_argument("--alpha", type=float, default=0.001)
@@ -159,7 +162,7 @@ def main() -> None:
         plan = sequential_plan(sigma, RADII, args.alpha, args.n, args.check_every)
         models[sigma] = (smooth, plan)
     # Digits outermost: a partial run has the same digits at every sigma.
-    for idx in range(args.digits):
+    for idx in range(args.start, args.digits):
         x, label = test_set[idx]
         label = int(label)
         for sigma in args.sigmas:
