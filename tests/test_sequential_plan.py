@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -144,17 +145,6 @@ def test_nesting_is_enforced_on_non_monotone_boundaries(monkeypatch: pytest.Monk
 
 
 def test_plans_with_broken_invariants_are_rejected(fresh: SequentialPlan) -> None:
-    base = dict(
-        sigma=fresh.sigma,
-        radii=fresh.radii,
-        alpha=fresh.alpha,
-        n_max=fresh.n_max,
-        check_every=fresh.check_every,
-        check_times=fresh.check_times,
-        certify_at=fresh.certify_at,
-        give_up_at=fresh.give_up_at,
-        final_at=fresh.final_at,
-    )
     not_nested = fresh.certify_at.copy()
     not_nested[:, 0] = not_nested[:, -1] + 1
     overlapping = fresh.give_up_at.copy()
@@ -168,7 +158,7 @@ def test_plans_with_broken_invariants_are_rejected(fresh: SequentialPlan) -> Non
         {"alpha": 0.0},
     ):
         with pytest.raises(ValueError):
-            SequentialPlan(**{**base, **change})
+            dataclasses.replace(fresh, **change)  # reruns the plan's validation
     with pytest.raises(ValueError):  # arrays are read-only
         fresh.certify_at[0, 0] = 0
 
