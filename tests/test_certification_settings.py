@@ -24,7 +24,7 @@ from ddsx.certification.loggers import log_certification
         ("skip", 0, "certify.skip must be an integer >= 1"),
         ("max", -1, "certify.max must be null or an integer >= 0"),
         ("split", "train", "certify.split must be one of test, val"),
-        ("autocast_dtype", "int8", "certify.autocast_dtype must be null, float16 or bfloat16"),
+        ("autocast_dtype", "int8", "certify.autocast_dtype must be null, float16, bfloat16 or auto"),
     ],
 )
 def test_each_bad_value_names_its_field(field: str, value, message: str) -> None:

@@ -164,6 +164,26 @@ def test_frozen_yet_differentiable_with_respect_to_the_input():
     assert all(p.grad is None for p in denoiser.parameters())
 
 
+def test_activation_checkpointing_recomputes_the_unet_and_keeps_the_gradient():
+    calls = []
+    grads = {}
+    for checkpointing in (False, True):
+        denoiser = DiffusionDenoiser(_tiny_unet(), ABAR, 0.5, num_steps=2, checkpointing=checkpointing)
+        # A pre-hook: the recomputation stops early, once it has what the backward needs.
+        denoiser.unet.register_forward_pre_hook(lambda *_: calls.append(checkpointing))
+        x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
+        out = denoiser(x)
+        out.square().sum().backward()
+        grads[checkpointing] = (out.detach(), x.grad)
+    # Two DDIM model calls each way; checkpointing recomputes both in the backward pass.
+    assert calls.count(False) == 2 and calls.count(True) == 4
+    torch.testing.assert_close(grads[True][0], grads[False][0])
+    torch.testing.assert_close(grads[True][1], grads[False][1])
+    with torch.no_grad():  # no gradient wanted: no recomputation either
+        denoiser(torch.rand(2, 1, 8, 8))
+    assert calls.count(True) == 6  # two model calls, none repeated
+
+
 def test_dtype_and_device_follow_the_input():
     denoiser = DiffusionDenoiser(_tiny_unet(), ABAR, 0.5)
     x = torch.rand(2, 1, 8, 8, dtype=torch.float64)

@@ -68,12 +68,13 @@ def build_certifier(
     One classifier writes ``settings.output``; several write ``<stem>.<name><suffix>`` beside it,
     each with its own settings sidecar, so each resumes independently.
     """
+    device = torch.device(device)
+    settings = settings.resolved_for(device)  # autocast "auto" -> what runs here, as files record it
     sigma = settings.require_sigma()
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
     if not classifiers:
         raise InvalidSettingError("nothing to certify: no classifier given")
-    device = torch.device(device)
     denoiser_sigma = getattr(denoiser, "sigma", None)
     if isinstance(denoiser, Denoiser) and denoiser_sigma is not None and denoiser_sigma != sigma:
         raise ValueError(f"the denoiser is tuned to sigma={denoiser_sigma}, certify.sigma is {sigma}")

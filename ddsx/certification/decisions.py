@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import torch
+
 from ddsx.certification.settings import CertifySettings
 from ddsx.smoothing import ABSTAIN
 from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound
@@ -35,8 +37,12 @@ class Decision(Protocol):
     def request(self) -> int:
         """Samples wanted before the next look (> 0 while not done)."""
 
-    def absorb(self, hits: int, samples: int) -> None:
-        """``hits`` of ``samples`` new copies (samples <= request()) were the candidate class."""
+    def absorb(self, hits: int | torch.Tensor, samples: int) -> None:
+        """``hits`` of ``samples`` new copies (samples <= request()) were the candidate class.
+
+        ``hits`` may be a 0-d tensor on the device: it is read (a host synchronisation) only when a
+        decision needs the number, so the sampling loop does not wait for the device every batch.
+        """
 
     def outcome(self, settings: CertifySettings) -> Outcome: ...
 
@@ -59,16 +65,17 @@ class FixedDecision:
     def request(self) -> int:
         return self.n - self.seen
 
-    def absorb(self, hits: int, samples: int) -> None:
-        self.count += hits
+    def absorb(self, hits: int | torch.Tensor, samples: int) -> None:
+        self.count = self.count + hits  # stays on the device until the outcome reads it
         self.seen += samples
 
     def outcome(self, settings: CertifySettings) -> Outcome:
-        p_lower = lower_confidence_bound(self.count, self.n, settings.alpha)
+        count = int(self.count)
+        p_lower = lower_confidence_bound(count, self.n, settings.alpha)
         if p_lower < 0.5:
-            return Outcome(ABSTAIN, 0.0, self.count, self.n, p_lower)
+            return Outcome(ABSTAIN, 0.0, count, self.n, p_lower)
         radius = certified_radius(p_lower, settings.require_sigma())
-        return Outcome(self.candidate, radius, self.count, self.n, p_lower)
+        return Outcome(self.candidate, radius, count, self.n, p_lower)
 
 
 class SequentialDecision:
@@ -82,16 +89,23 @@ class SequentialDecision:
     def __init__(self, candidate: int, plan: SequentialPlan) -> None:
         self.candidate = candidate
         self.test = SequentialTest(plan)
+        # Hits and samples of the current chunk not yet handed to the test (read at its check time).
+        self.pending_hits: int | torch.Tensor = 0
+        self.pending_samples = 0
 
     @property
     def done(self) -> bool:
         return self.test.done
 
     def request(self) -> int:
-        return self.test.next_chunk()
+        return self.test.next_chunk() - self.pending_samples
 
-    def absorb(self, hits: int, samples: int) -> None:
-        self.test.update(hits, samples)  # it looks only when a check time is reached
+    def absorb(self, hits: int | torch.Tensor, samples: int) -> None:
+        self.pending_hits = self.pending_hits + hits
+        self.pending_samples += samples
+        if self.pending_samples == self.test.next_chunk():  # a check time: the test looks now
+            self.test.update(int(self.pending_hits), self.pending_samples)
+            self.pending_hits, self.pending_samples = 0, 0
 
     def outcome(self, settings: CertifySettings) -> Outcome:
         radius = self.test.certified_radius()

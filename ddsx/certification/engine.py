@@ -24,7 +24,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from ddsx.certification.autotune import autotune_batch_size, candidates_for, format_trials
 from ddsx.certification.decisions import Decision, make_decision, plan_for
+from ddsx.certification.fast_paths import prepare_model, to_device
 from ddsx.certification.progress import CertifyProgress
 from ddsx.certification.result_file import (
     FileLock,
@@ -126,7 +128,8 @@ class Example:
                 self._start_decisions({t: int(self.counts0[t].cpu().argmax()) for t in self.targets})
             return
         for t in self.undecided():
-            self.decisions[t].absorb(int((predictions[t] == self.decisions[t].candidate).sum()), k)
+            # A 0-d tensor on the device: read only when the decision needs it (no sync per batch).
+            self.decisions[t].absorb((predictions[t] == self.decisions[t].candidate).sum(), k)
 
     def needs(self) -> list[int]:
         """Targets whose classifier must see this example's next chunk."""
@@ -154,9 +157,17 @@ class Certifier:
     num_classes: int
     device: torch.device
     plan: SequentialPlan | None = field(default=None, init=False)
+    batch_size: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.plan = plan_for(self.settings)  # computed (or read from the cache) once per run
+        if self.settings.autocast_dtype == "auto":
+            raise ValueError("resolve autocast_dtype=auto first (CertifySettings.resolved_for)")
+        self.batch_size = None if self.settings.batch_size == "auto" else int(self.settings.batch_size)
+        # What runs: the same models, maybe re-laid out (channels_last) or compiled (fast_paths.py).
+        options = {"compile": self.settings.compile, "channels_last": self.settings.channels_last}
+        self._denoiser = prepare_model(self.denoiser, "the denoiser", **options)
+        self._classifiers = [prepare_model(t.classifier, t.name, **options) for t in self.targets]
 
     def run(
         self,
@@ -205,11 +216,6 @@ class Certifier:
             if message is not None:  # every process stops, each with rank 0's reason
                 raise failure or ResultFileLockedError(f"(rank {rank}) {message}")
             done = [target.file.validate(target.identity, split_indices) for target in self.targets]
-            sync()
-            if rank == 0:
-                for target in self.targets:
-                    target.file.write_identity(target.identity)
-            sync()  # no row anywhere before the settings are on disk
             todo = [
                 (
                     pos,
@@ -219,6 +225,14 @@ class Certifier:
                 for pos in positions
             ]
             todo = [item for item in todo if item[2]]
+            if self.batch_size is None:  # certify.batch_size=auto: rank 0 times, every rank uses it
+                tuned = self._autotune(dataset, todo[0][0], len(todo)) if rank == 0 and todo else 1
+                self.batch_size = share(tuned)
+            sync()
+            if rank == 0:
+                for target in self.targets:
+                    target.file.write_identity(target.identity)
+            sync()  # no row anywhere before the settings are on disk
             mine = todo[rank::world_size]
             self._certify(dataset, mine, positions, rank, world_size)
             sync()
@@ -281,7 +295,7 @@ class Certifier:
 
     def examples(self, dataset, work: Sequence[tuple[int, int, list[int]]]):
         """Yield each Example of ``work`` ((position, idx, target numbers)) once decided."""
-        batch_size = self.settings.batch_size
+        batch_size = self._batch_size()
         waiting = list(enumerate(work))
         waiting.reverse()  # pop() from the end: examples start in the given order
         active: list[Example] = []
@@ -289,7 +303,7 @@ class Certifier:
             while waiting and sum(e.request() for e in active) < batch_size:
                 order, (position, idx, targets) = waiting.pop()
                 image, label = dataset[position]
-                x = torch.as_tensor(image).to(self.device)
+                x = to_device(image, self.device, self.settings.pin_memory)
                 example = Example(
                     order, idx, x, int(label), targets, self.settings, self.num_classes, self.plan
                 )
@@ -325,11 +339,22 @@ class Certifier:
         sigma = self.settings.require_sigma()
         noisy = torch.cat([noise.mul_(sigma).add_(example.x) for example, _, noise in chunks])
         needed = sorted({t for _, targets, _ in chunks for t in targets})
+        labels = self._labels(noisy, needed)
+        result, offset = [], 0
+        for _, targets, noise in chunks:
+            result.append({t: labels[t][offset : offset + len(noise)] for t in targets})
+            offset += len(noise)
+        return result
+
+    def _labels(self, noisy: torch.Tensor, needed: list[int]) -> dict[int, torch.Tensor]:
+        """Each needed target's predicted labels on the noisy batch (denoised once), on the device."""
+        if self.settings.channels_last and noisy.dim() == 4:
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
         dtype = resolve_autocast_dtype(self.settings.autocast_dtype)
         with torch.inference_mode():
             with _autocast(noisy.device, dtype):
-                denoised = noisy if self.denoiser is None else self.denoiser(noisy)
-                logits = {t: self.targets[t].classifier(denoised) for t in needed}
+                denoised = noisy if self._denoiser is None else self._denoiser(noisy)
+                logits = {t: self._classifiers[t](denoised) for t in needed}
             labels = {}
             for t, out in logits.items():
                 if out.dim() != 2 or out.shape[1] != self.num_classes:
@@ -338,18 +363,43 @@ class Certifier:
                         f"got {tuple(out.shape)}"
                     )
                 labels[t] = out.argmax(dim=1)
-        result, offset = [], 0
-        for _, targets, noise in chunks:
-            result.append({t: labels[t][offset : offset + len(noise)] for t in targets})
-            offset += len(noise)
-        return result
+        return labels
+
+    def _batch_size(self) -> int:
+        if self.batch_size is None:
+            raise RuntimeError("certify.batch_size=auto is resolved in run(), before any example")
+        return self.batch_size
+
+    def _autotune(self, dataset, position: int, examples: int) -> int:
+        """certify.batch_size=auto: time the whole pipeline on one example's noisy copies, per size."""
+        x = to_device(dataset[position][0], self.device, pin_memory=False)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        everyone = list(range(len(self.targets)))
+        sigma = self.settings.require_sigma()
+
+        def run_batch(size: int) -> None:
+            noise = torch.randn((size, *x.shape), generator=generator, device=self.device, dtype=x.dtype)
+            labels = self._labels(noise.mul_(sigma).add_(x), everyone)
+            for out in labels.values():
+                torch.bincount(out, minlength=self.num_classes)
+
+        # More than all the copies of all the examples in one batch never helps.
+        limit = (self.settings.n0_used + self.settings.n) * examples
+        candidates = candidates_for(self.device, limit=limit)
+        chosen, trials = autotune_batch_size(run_batch, candidates, self.device)
+        log.info("certify.batch_size=auto on %s:\n%s", self.device, format_trials(trials, chosen))
+        table = [{"batch_size": t.batch_size, "images_per_second": t.images_per_second} for t in trials]
+        for target in self.targets:
+            target.identity.setdefault("info", {})["batch_size"] = chosen
+            target.identity["info"]["batch_size_autotune"] = table
+        return chosen
 
     def _warm_up(self, dataset, mine) -> float:
         """Time one full forward batch and log the estimated total time; returns seconds per example."""
         settings = self.settings
         image, _ = dataset[mine[0][0]]
-        x = torch.as_tensor(image).to(self.device)
-        size = min(settings.batch_size, settings.n0_used + settings.n)
+        x = to_device(image, self.device, pin_memory=False)
+        size = min(self._batch_size(), settings.n0_used + settings.n)
         generator = torch.Generator(device=x.device).manual_seed(0)
         stream = GaussianStream(x.shape, size + 2, generator=generator, device=x.device, dtype=x.dtype)
         probe = Example(0, 0, x, 0, list(range(len(self.targets))), settings, self.num_classes, self.plan)

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import torch
+
 from ddsx.smoothing.smooth import resolve_autocast_dtype
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -30,14 +32,19 @@ class CertifySettings:
         n0: noisy copies to pick the candidate class, >= 1.
         n: noisy copies to bound its probability, >= 1.
         alpha: failure probability of each certificate, in (0, 1).
-        batch_size: noisy copies per forward pass, >= 1 (speed only).
+        batch_size: noisy copies per forward pass, >= 1, or "auto" (timed on the pipeline before the
+            first example; ``ddsx.certification.autotune``). Speed only.
         skip: certify every ``skip``-th example of the split, >= 1.
         max_examples: certify at most this many examples (None: all selected by ``skip``).
         seed: noise seed; example idx draws from a generator seeded by (seed, idx).
         split: "test" or "val".
         output: result file (TSV); its settings are stored beside it (``*.settings.json``).
         radii: radii at which certified accuracy is reported.
-        autocast_dtype: None, "float16" or "bfloat16" for the base classifier's forward pass.
+        autocast_dtype: None, "float16", "bfloat16" or "auto" (the fastest the device supports,
+            resolved by ``resolved_for``) for the denoiser's and classifiers' forward pass.
+        compile: torch.compile the denoiser and classifiers (eager fallback on failure).
+        channels_last: NHWC layout for models and noisy batches (full precision: same function).
+        pin_memory: copy test images to an accelerator from pinned memory, without blocking.
         progress: show progress (a bar on a terminal, a log line every few seconds otherwise).
         mode: "fixed" (Cohen et al.'s CERTIFY with n samples) or "sequential" (SEQ-CERT,
             sequential.md: stops as soon as every grid radius is decided; ``n`` is the budget).
@@ -52,7 +59,7 @@ class CertifySettings:
     n0: int = 100
     n: int = 100_000
     alpha: float = 0.001
-    batch_size: int = 1000
+    batch_size: int | str = 1000
     skip: int = 1
     max_examples: int | None = None
     seed: int = 0
@@ -65,13 +72,22 @@ class CertifySettings:
     select: str | None = None
     check_every: int = 100
     allow_huge: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    pin_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.sigma is not None:
             _check(_is_number(self.sigma) and self.sigma > 0, "sigma", "a number > 0", self.sigma)
-        for name in ("n0", "n", "batch_size", "skip"):
+        for name in ("n0", "n", "skip"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
+        _check(
+            self.batch_size == "auto" or (_is_int(self.batch_size) and self.batch_size >= 1),
+            "batch_size",
+            "an integer >= 1 or auto",
+            self.batch_size,
+        )
         _check(_is_number(self.alpha) and 0 < self.alpha < 1, "alpha", "a number in (0, 1)", self.alpha)
         if self.max_examples is not None:
             _check(
@@ -99,11 +115,13 @@ class CertifySettings:
             "an integer >= 1",
             self.check_every,
         )
-        _check(isinstance(self.allow_huge, bool), "allow_huge", "true or false", self.allow_huge)
-        try:
-            resolve_autocast_dtype(self.autocast_dtype)
-        except ValueError:
-            _check(False, "autocast_dtype", "null, float16 or bfloat16", self.autocast_dtype)
+        for name in ("allow_huge", "compile", "channels_last", "pin_memory"):
+            _check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
+        if self.autocast_dtype != "auto":
+            try:
+                resolve_autocast_dtype(self.autocast_dtype)
+            except ValueError:
+                _check(False, "autocast_dtype", "null, float16, bfloat16 or auto", self.autocast_dtype)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None = None, **overrides: Any) -> CertifySettings:
@@ -129,6 +147,14 @@ class CertifySettings:
             if _is_number(values.get(name)):
                 values[name] = float(values[name])
         return cls(**values)
+
+    def resolved_for(self, device: torch.device | str) -> CertifySettings:
+        """A copy with ``autocast_dtype="auto"`` replaced by what it means on ``device`` (files never say "auto")."""
+        from ddsx.certification.fast_paths import resolve_autocast_name
+
+        if self.autocast_dtype != "auto":
+            return self
+        return replace(self, autocast_dtype=resolve_autocast_name("auto", torch.device(device)))
 
     def with_sigma(self, sigma: float | None) -> CertifySettings:
         """A copy with ``sigma`` set (validated)."""
@@ -188,6 +214,8 @@ class CertifySettings:
         }
         if self.mode == "sequential":  # the decision depends on the grid and the looks
             values |= {"radii": sorted(set(self.radii)), "check_every": self.check_every}
+        if self.compile:  # a compiled pipeline is another function (absent when off: older files agree)
+            values["compile"] = True
         return values
 
     def as_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ddsx.denoisers.base import Denoiser
@@ -53,6 +54,9 @@ class DiffusionDenoiser(Denoiser):
             output's channel count.
         t_star_rule: "nearest" (the noise level nearest 2 sigma) or "at_least" (the first level >= 2 sigma,
             Carlini et al.'s code); recorded with t* by ``describe``.
+        checkpointing: when a gradient flows through the denoiser to its input (dds_adv's attack),
+            keep no UNet activations for the backward pass and recompute them there: one more UNet
+            forward per backward for a fraction of the memory (ImageNet-size models). The same function.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class DiffusionDenoiser(Denoiser):
         learn_sigma: bool | None = None,
         name: str = "dds",
         t_star_rule: str = "nearest",
+        checkpointing: bool = False,
     ) -> None:
         super().__init__(sigma)
         if t_star_rule not in T_STAR_RULES:
@@ -101,6 +106,7 @@ class DiffusionDenoiser(Denoiser):
         self.clip = bool(clip)
         self.learn_sigma = learn_sigma
         self.t_star_rule = t_star_rule
+        self.checkpointing = bool(checkpointing)
         self.name = name
         self.source: str | None = None  # set by the loader: where the weights came from
         config = getattr(unet, "config", None)
@@ -183,7 +189,10 @@ class DiffusionDenoiser(Denoiser):
     def _predict_x0_eps(self, x_t: torch.Tensor, t: int, a_t: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One model call at timestep t: (x0^ clipped, the eps consistent with x0^ and x_t)."""
         timestep = torch.full((x_t.shape[0],), t, dtype=torch.long, device=x_t.device)
-        out = self._prediction(self.unet(x_t, timestep), x_t.shape[1])
+        if self.checkpointing and torch.is_grad_enabled() and x_t.requires_grad:
+            out = torch.utils.checkpoint.checkpoint(self._model_call, x_t, timestep, use_reentrant=False)
+        else:
+            out = self._model_call(x_t, timestep)
         s, s1 = a_t**0.5, (1.0 - a_t) ** 0.5
         if self.prediction_type == "epsilon":
             x0 = (x_t - s1 * out) / s
@@ -196,6 +205,9 @@ class DiffusionDenoiser(Denoiser):
         # Recomputed from the clipped x0^ so a DDIM step stays on the line through x_t and x0^.
         eps = (x_t - s * x0) / s1 if s1 > 0 else torch.zeros_like(x_t)
         return x0, eps
+
+    def _model_call(self, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self._prediction(self.unet(x_t, timestep), x_t.shape[1])
 
     def _prediction(self, output: Any, channels: int) -> torch.Tensor:
         """UNet output (diffusers output object, tuple or tensor) -> the (N, C, S, S) prediction."""
