@@ -57,14 +57,18 @@ def stand_in_lenets(datamodule: MNIST5kDataModule, sigma: float) -> list[torch.n
     return models
 
 
-def certify(settings: dict, classifiers, names, denoiser, dataset, out: Path) -> tuple[float, list[Path]]:
+def certify(
+    settings: dict, classifiers, names, denoiser, dataset, out: Path, device: torch.device
+) -> tuple[float, list[Path]]:
     s = CertifySettings.from_mapping(settings | {"output": str(out / "certify.tsv")})
     specs = [ClassifierSpec(c, "timing", name=n) for c, n in zip(classifiers, names, strict=True)]
     engine = build_certifier(
-        s, specs, denoiser=denoiser, dataset=dataset, dataset_name="mnist5k", num_classes=10
+        s, specs, denoiser=denoiser, dataset=dataset, dataset_name="mnist5k", num_classes=10, device=device
     )
     start = time.perf_counter()
     paths = engine.run(dataset)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start, paths
 
 
@@ -83,7 +87,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--check-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -92,12 +98,12 @@ def main() -> None:
     datamodule.setup("test")
     dataset = datamodule.test_set
     if args.ckpt:
-        classifiers = [load_classifier(p)[0] for p in args.ckpt]
+        classifiers = [load_classifier(p)[0].to(device) for p in args.ckpt]
         kind = "checkpoints " + ", ".join(args.ckpt)
     else:
-        classifiers = stand_in_lenets(datamodule, args.sigma)
+        classifiers = [m.to(device) for m in stand_in_lenets(datamodule, args.sigma)]
         kind = "stand-in LeNets (1 epoch on noisy digits, seeds 0-3), not the trained dds/dds_adv models"
-    denoiser = load_diffusers_denoiser(args.denoiser, sigma=args.sigma).eval()
+    denoiser = load_diffusers_denoiser(args.denoiser, sigma=args.sigma).to(device).eval()
     common = {
         "sigma": args.sigma,
         "n0": args.n0,
@@ -112,18 +118,24 @@ def main() -> None:
     try:
         separate, separate_paths = 0.0, []
         for classifier, name in zip(classifiers, NAMES, strict=True):
-            seconds, [path] = certify(common, [classifier], [name], denoiser, dataset, work / f"a_{name}")
+            seconds, [path] = certify(
+                common, [classifier], [name], denoiser, dataset, work / f"a_{name}", device
+            )
             separate += seconds
             separate_paths.append(path)
-        multi, multi_paths = certify(common, classifiers, NAMES, denoiser, dataset, work / "b")
+        multi, multi_paths = certify(common, classifiers, NAMES, denoiser, dataset, work / "b", device)
         sequential_settings = common | {"mode": "sequential", "check_every": args.check_every}
-        seq, seq_paths = certify(sequential_settings, classifiers, NAMES, denoiser, dataset, work / "c")
+        seq, seq_paths = certify(
+            sequential_settings, classifiers, NAMES, denoiser, dataset, work / "c", device
+        )
         identical = all(timeless(a) == timeless(b) for a, b in zip(separate_paths, multi_paths, strict=True))
 
         print(f"classifiers: {kind}")
         print(
             f"mnist5k, {args.max} test digits, sigma={args.sigma}, n0={args.n0}, n={args.n}, alpha=0.001, "
-            f"batch {args.batch_size}, torch threads {torch.get_num_threads()}, denoiser {args.denoiser}"
+            f"batch {args.batch_size}, device {device}"
+            f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+            f"torch threads {torch.get_num_threads()}, denoiser {args.denoiser}"
         )
         print(f"A  4 separate fixed runs          {separate:9.1f} s   1.00x")
         print(f"B  1 multi-classifier fixed run   {multi:9.1f} s   {separate / multi:.2f}x faster than A")

@@ -53,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (1: best on a shared machine)"
     )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (noise streams differ between them)")
     parser.add_argument("--tables-only", action="store_true", help="only rewrite the tables from rows.tsv")
     return parser.parse_args()
 
@@ -153,24 +154,25 @@ def main() -> None:
     data = MNIST5kDataModule()
     data.build()
     test_set = data.test_set
+    device = torch.device(args.device)
     models = {}
     for sigma in args.sigmas:
         classifier, config = load_classifier(args.runs / f"lenet_sigma{sigma}" / "checkpoints" / "last.ckpt")
         if not math.isclose(float(config["sigma"]), sigma):
             raise ValueError(f"lenet_sigma{sigma} was trained at sigma {config['sigma']}")
-        smooth = Smooth(DenoisedClassifier(classifier).eval(), data.num_classes, sigma)
+        smooth = Smooth(DenoisedClassifier(classifier).to(device).eval(), data.num_classes, sigma)
         plan = sequential_plan(sigma, RADII, args.alpha, args.n, args.check_every)
         models[sigma] = (smooth, plan)
     # Digits outermost: a partial run has the same digits at every sigma.
     for idx in range(args.start, args.digits):
         x, label = test_set[idx]
-        label = int(label)
+        x, label = x.to(device), int(label)
         for sigma in args.sigmas:
             smooth, plan = models[sigma]
             for mode in ("fixed", "sequential"):
                 if (sigma, idx, mode) in done:
                     continue
-                generator = example_generator(args.seed, idx)
+                generator = example_generator(args.seed, idx, device)
                 start = time.perf_counter()
                 if mode == "fixed":
                     cert = smooth.certify(

@@ -1,4 +1,4 @@
-"""Time one dds_adv training step against one dds_finetune step (batch 128, mnist5k-sized UNet).
+"""Time one dds_adv training step against one gaussian and one dds_finetune step (batch 128, mnist5k UNet).
 
 Runs whichever ddsx is on the path, with that checkout's own conf/attack/<attack>.yaml, so the same
 command measures an old and a new checkout side by side:
@@ -10,6 +10,10 @@ The denoiser is the mnist5k DDPM folder given by --denoiser (DDSX_CHECKPOINTS/de
 when it exists, else the `denoiser_model=small` UNet with seeded random weights (same cost). A step is
 the training loss, its backward and an optimiser step; steps of the two methods alternate, and the
 median of --repeats is reported with the UNet forward passes counted per step.
+
+``--autocast bf16`` runs each step's forward and backward under ``torch.autocast`` (what
+``trainer.precision=bf16-mixed`` does in ddsx-train), ``--checkpointing`` recomputes the denoiser's
+activations in the backward pass (``denoiser.checkpointing=true``), ``--device cuda`` runs on a GPU.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ def main() -> None:
     import ddsx
     from ddsx.methods.dds_adv import DDSAdversarialModule
     from ddsx.methods.dds_finetune import DDSFinetuneModule
+    from ddsx.methods.gaussian import GaussianModule
     from ddsx.models.classifiers import lenet
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -75,6 +80,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument("--checkpointing", action="store_true", help="denoiser activation checkpointing")
     checkpoints = Path(os.environ.get("DDSX_CHECKPOINTS", "checkpoints"))
     parser.add_argument("--denoiser", type=Path, default=checkpoints / "denoisers" / "mnist5k_ddpm")
     args = parser.parse_args()
@@ -83,27 +91,38 @@ def main() -> None:
     root = Path(ddsx.__file__).resolve().parents[1]
     attack = OmegaConf.load(root / "conf" / "attack" / f"{args.attack}.yaml")
     attack = dict(OmegaConf.to_container(OmegaConf.merge(attack, OmegaConf.from_dotlist(args.set))))
+    device = torch.device(args.device)
     denoiser, what = build_unet_denoiser(args.denoiser, args.sigma)
+    denoiser.checkpointing = args.checkpointing
     counter = ForwardCounter(denoiser.unet)
     modules = {
+        "gaussian": GaussianModule(lenet(), 10, args.sigma, torch.optim.AdamW),
         "dds_finetune": DDSFinetuneModule(lenet(), 10, args.sigma, torch.optim.AdamW, denoiser=denoiser),
         "dds_adv": DDSAdversarialModule(
             lenet(), 10, args.sigma, torch.optim.AdamW, denoiser=denoiser, attack=attack
         ),
     }
+    for module in modules.values():
+        module.to(device)
     optimizers = {name: torch.optim.AdamW(m.classifier.parameters(), lr=1e-3) for name, m in modules.items()}
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(args.batch, 1, 28, 28, generator=g)
-    y = torch.randint(0, 10, (args.batch,), generator=g)
+    x = torch.rand(args.batch, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.autocast)
 
     def step(name: str) -> tuple[float, int]:
         module, optimizer = modules[name], optimizers[name]
         before = counter.count
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         optimizer.zero_grad()
-        loss, _ = module.training_loss(x, y)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss, _ = module.training_loss(x, y)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start, counter.count - before
 
     times: dict[str, list[float]] = {name: [] for name in modules}
@@ -115,14 +134,18 @@ def main() -> None:
             seconds, calls[name] = step(name)
             times[name].append(seconds)
     print(
-        f"ddsx from {root}; {what}; batch {args.batch}; {args.threads} threads; attack={args.attack}: {attack}"
+        f"ddsx from {root}; {what}; batch {args.batch}; {args.threads} threads; device {device}; "
+        f"autocast {args.autocast}; checkpointing {args.checkpointing}; attack={args.attack}: {attack}"
     )
     for name in modules:
         print(
             f"  {name:<13} median {statistics.median(times[name]):.3f} s/step, UNet forwards per step {calls[name]}"
         )
-    ratio = statistics.median(times["dds_adv"]) / statistics.median(times["dds_finetune"])
-    print(f"  ratio dds_adv / dds_finetune = {ratio:.2f}")
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(
+        f"  ratio dds_adv / gaussian = {median['dds_adv'] / median['gaussian']:.2f}, "
+        f"dds_adv / dds_finetune = {median['dds_adv'] / median['dds_finetune']:.2f}"
+    )
 
 
 if __name__ == "__main__":
