@@ -7,7 +7,7 @@ STAMP := $(VENV)/.ddsx-installed
 # Extra pip arguments, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu124" for your CUDA.
 PIP_EXTRA ?=
 
-.PHONY: install run test test-slow lint format sweep report clean
+.PHONY: install run test test-slow bench lint format sweep report clean
 
 install: $(STAMP)
 
@@ -39,6 +39,15 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+# Speed figures (experiments/bench/RESULTS.md): certification throughput against the reference loop on
+# three model sets, then one dds_adv training step against gaussian and dds_finetune, in full precision
+# and under bf16 autocast. On a GPU machine: make bench DEVICE=cuda.
+DEVICE ?= cpu
+bench: install
+	$(BIN)/python experiments/bench/certify_speed.py --device $(DEVICE)
+	$(BIN)/python experiments/bench/method_step.py --device $(DEVICE) --autocast none
+	$(BIN)/python experiments/bench/method_step.py --device $(DEVICE) --autocast bf16
 
 lint: install
 	$(BIN)/ruff check ddsx tests experiments

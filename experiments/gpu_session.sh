@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Everything this project measures on a lent GPU, in one call (the device machine is bare: no ddsx
-# install, no registry). From the repository root, with $OUT the folder whose files come back:
+# Everything this project measures on a lent GPU, in two calls of under ten minutes (the device
+# machine is bare: no ddsx install, no registry). From the repository root, with $OUT the folder
+# whose files come back:
 #
-#   bash experiments/gpu_session.sh
+#   bash experiments/gpu_session.sh bench     # part 1: timings, alone on the GPU
+#   bash experiments/gpu_session.sh runs      # parts 2 and 3, side by side
 #
 # Inputs prepared on the CPU machine (ignored by git, carried to the device):
 #   .whl/                                     wheels the GPU image lacks (hydra-core, omegaconf, antlr4,
@@ -32,20 +34,24 @@ for app in train certify denoiser report; do
 done
 { nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } > "$OUT/machine.txt" 2>&1
 
+PART=${1:-bench}
+if [ "$PART" = bench ]; then
 # 1. timings, alone on the GPU
-timeout 300 python3 experiments/bench/certify_speed.py --device cuda > "$OUT/bench_gpu.txt" 2>&1
+timeout 420 python3 experiments/bench/certify_speed.py --device cuda > "$OUT/bench_gpu.txt" 2>&1
 echo "exit $?" >> "$OUT/bench_gpu.txt"
 {
     for precision in none bf16; do
         timeout 60 python3 experiments/bench/method_step.py --device cuda --autocast $precision --repeats 10
     done
 } > "$OUT/method_step_gpu.txt" 2>&1
+exit 0
+fi
 
 # 2. and 3. side by side
-timeout 280 python3 experiments/sequential_vs_fixed.py --device cuda --batch-size 10000 \
+timeout 420 python3 experiments/sequential_vs_fixed.py --device cuda --batch-size 10000 \
     --runs .devrun/sequential --out results/sequential > "$OUT/sequential.log" 2>&1 &
 (
-    OUT=outputs/mnist5k_compare EXTRA=trainer.accelerator=gpu WITH_L2=1 timeout 330 bash experiments/mnist5k_compare.sh
+    OUT=outputs/mnist5k_compare EXTRA=trainer.accelerator=gpu WITH_L2=1 timeout 400 bash experiments/mnist5k_compare.sh
     echo "compare exit $?"
     C=outputs/mnist5k_compare
     timeout 120 python3 experiments/certify_multi_timing.py --device cuda --denoiser "$DDSX_CHECKPOINTS/denoisers/mnist5k_ddpm" \

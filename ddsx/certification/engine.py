@@ -265,7 +265,8 @@ class Certifier:
                 settings.n,
                 world_size,
             )
-        estimate = self._warm_up(dataset, mine) if mine and rank == 0 else None
+        # The estimate costs one extra batch: only when progress is shown (a benchmark turns it off).
+        estimate = self._warm_up(dataset, mine) if mine and rank == 0 and settings.progress else None
         writers = [
             t.file.open_for_append(t.output if world_size == 1 else t.file.shard_path(rank))
             for t in self.targets

@@ -127,6 +127,8 @@ class DiffusionDenoiser(Denoiser):
         # DDIM path t* -> 0 in num_steps model calls (duplicates dropped when t* < num_steps - 1).
         path = np.unique(np.round(np.linspace(t_star, 0, self.num_steps)).astype(int))[::-1]
         self.timesteps = [int(t) for t in path]
+        # abar at each of them as Python floats: no tensor read inside forward (torch.compile graph breaks).
+        self._abar_path = [float(self._alphas_cumprod[t]) for t in self.timesteps]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -174,14 +176,14 @@ class DiffusionDenoiser(Denoiser):
 
     def _denoise_model_scale(self, y_noisy: torch.Tensor) -> torch.Tensor:
         """y_noisy = 2 x_noisy - 1 (N, C, S, S) -> x0^ in [-1, 1] via t* (and DDIM steps after it)."""
-        abar = self._alphas_cumprod
-        x_t = float(abar[self.timesteps[0]]) ** 0.5 * y_noisy
+        abar = self._abar_path
+        x_t = abar[0] ** 0.5 * y_noisy
         x0 = y_noisy
         for i, t in enumerate(self.timesteps):
-            a_t = float(abar[t])
+            a_t = abar[i]
             x0, eps = self._predict_x0_eps(x_t, t, a_t)
             if i + 1 < len(self.timesteps):
-                a_next = float(abar[self.timesteps[i + 1]])
+                a_next = abar[i + 1]
                 # Deterministic DDIM (eta = 0): move to the next timestep along the predicted noise.
                 x_t = a_next**0.5 * x0 + (1.0 - a_next) ** 0.5 * eps
         return x0
