@@ -210,3 +210,17 @@ def test_sequential_decision_hands_the_test_whole_chunks_only() -> None:
     settings = CertifySettings(sigma=0.5, n=1000, alpha=0.01, mode="sequential", radii=(0.0, 0.25))
     assert pieces.done and pieces.outcome(settings) == whole.outcome(settings)
     assert whole.outcome(settings).radius == 0.25
+
+
+def test_the_engine_hands_counts_to_decisions_as_device_tensors(monkeypatch, tmp_path: Path) -> None:
+    # No host synchronisation per batch: the fixed-mode loop never turns a count into a Python int.
+    seen: list[type] = []
+    original = FixedDecision.absorb
+
+    def spy(self, hits, samples):
+        seen.append(type(hits))
+        original(self, hits, samples)
+
+    monkeypatch.setattr(FixedDecision, "absorb", spy)
+    certify(tmp_path, "spied", batch_size=50)
+    assert seen and all(t is torch.Tensor for t in seen)
