@@ -253,3 +253,28 @@ def test_method_configs_carry_their_report_name(compose_train, method):
     cfg = compose_train(f"method={method}", "trainer=gpu")
     assert cfg.method.name == method
     assert cfg.trainer.precision == "bf16-mixed"
+
+
+def test_dds_adv_attack_runs_under_bf16_autocast_through_a_checkpointed_unet(monkeypatch):
+    """trainer.precision=bf16-mixed + denoiser.checkpointing=true: the attack still gets a gradient."""
+    from ddsx.denoisers.dds import DiffusionDenoiser
+    from tests.conftest import tiny_unet
+
+    abar = torch.linspace(0.9999, 0.01, 200).cumprod(0).clamp_min(1e-4)
+    denoiser = DiffusionDenoiser(tiny_unet(28), abar, SIGMA, checkpointing=True)
+    module = _dds_adv(denoiser, epsilon=0.1)
+    gradients = []
+    ascent = noise_attack.ascent_step
+
+    def recording(delta, grad, strength):
+        gradients.append(grad.detach().clone())
+        return ascent(delta, grad, strength)
+
+    monkeypatch.setattr(noise_attack, "ascent_step", recording)
+    x, y = _batch(2, n=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = module.training_loss(x, y)
+    loss.backward()
+    assert torch.isfinite(loss) and len(gradients) == 1
+    assert gradients[0].dtype == torch.float32 and gradients[0].abs().sum() > 0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.classifier.parameters())
