@@ -171,11 +171,12 @@ def test_autotune_picks_the_fastest_and_stops_at_out_of_memory(monkeypatch) -> N
     assert "256" in format_trials(trials, chosen).splitlines()[3] and "<- chosen" in format_trials(trials, 256)
 
 
-def test_autotune_stops_once_clearly_slower(monkeypatch) -> None:
-    rate = {16: 500.0, 32: 300.0, 64: 900.0}
+def test_autotune_stops_after_two_clearly_slower_candidates_in_a_row(monkeypatch) -> None:
+    rate = {16: 500.0, 32: 300.0, 64: 900.0, 128: 600.0, 256: 500.0, 512: 2000.0}
     monkeypatch.setattr(autotune_module, "_timed", lambda run, size, device: size / rate[size])
-    chosen, trials = autotune_batch_size(lambda size: None, (16, 32, 64), torch.device("cpu"))
-    assert (chosen, [t.batch_size for t in trials]) == (16, [16, 32])
+    chosen, trials = autotune_batch_size(lambda size: None, tuple(rate), torch.device("cpu"))
+    # 32 alone is slow (a busy moment): the search goes on; 128 and 256 both are: it stops there.
+    assert (chosen, [t.batch_size for t in trials]) == (64, [16, 32, 64, 128, 256])
 
 
 def test_candidates_never_exceed_the_limit() -> None:

@@ -3,7 +3,8 @@
 The batch size never changes a certificate (noise comes in fixed blocks per example), only the
 speed: on a GPU the largest batch that fits is usually fastest, on a CPU a small one that stays in
 cache. Candidates are tried from small to large; a candidate that runs out of memory ends the
-search, and so does one clearly slower than the best so far (larger ones only get slower there).
+search, and so do two in a row clearly slower than the best so far (larger ones only get slower
+there; one slow reading alone may be a busy machine or a recompilation).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ CANDIDATES = {
     "cuda": (64, 128, 256, 512, 1024, 2048, 4096, 8192),
 }
 DEFAULT_CANDIDATES = (64, 256, 1024)
-# Stop once a candidate runs at less than this fraction of the best rate so far.
+# Stop once two candidates in a row run at less than this fraction of the best rate so far.
 STOP_BELOW = 0.7
+# Untimed calls per candidate: torch.compile recompiles for a new shape, and the call after that can
+# still be slow.
+WARM_UP_CALLS = 2
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ def autotune_batch_size(
     run_batch: Callable[[int], None],
     candidates: Sequence[int],
     device: torch.device,
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> tuple[int, list[Trial]]:
     """The fastest of ``candidates`` and the table of trials.
 
@@ -57,13 +61,15 @@ def autotune_batch_size(
             the given size.
         candidates: increasing batch sizes.
         device: where it runs (synchronised around each timing; out-of-memory caught on accelerators).
-        repeats: timed runs per candidate after one untimed warm-up; the fastest counts.
+        repeats: timed runs per candidate after the untimed warm-up calls; the fastest counts.
     """
     trials: list[Trial] = []
     best_rate = 0.0
+    slow_in_a_row = 0
     for size in candidates:
         try:
-            run_batch(size)  # warm-up: allocator, kernels, compilation for this shape
+            for _ in range(WARM_UP_CALLS):  # allocator, kernels, compilation for this shape
+                run_batch(size)
             seconds = min(_timed(run_batch, size, device) for _ in range(max(1, repeats)))
         except torch.OutOfMemoryError:
             _release(device)
@@ -72,7 +78,8 @@ def autotune_batch_size(
         rate = size / max(seconds, 1e-9)
         trials.append(Trial(size, rate))
         best_rate = max(best_rate, rate)
-        if rate < STOP_BELOW * best_rate:
+        slow_in_a_row = slow_in_a_row + 1 if rate < STOP_BELOW * best_rate else 0
+        if slow_in_a_row == 2:
             break
     measured = [t for t in trials if t.images_per_second is not None]
     if not measured:
