@@ -46,8 +46,7 @@ test-slow: install
 DEVICE ?= cpu
 bench: install
 	$(BIN)/python experiments/bench/certify_speed.py --device $(DEVICE)
-	$(BIN)/python experiments/bench/method_step.py --device $(DEVICE) --autocast none
-	$(BIN)/python experiments/bench/method_step.py --device $(DEVICE) --autocast bf16
+	$(BIN)/python experiments/bench/method_step.py --device $(DEVICE) --autocast none,bf16
 
 lint: install
 	$(BIN)/ruff check ddsx tests experiments

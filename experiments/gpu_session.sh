@@ -39,11 +39,8 @@ if [ "$PART" = bench ]; then
 # 1. timings, alone on the GPU
 timeout 420 python3 experiments/bench/certify_speed.py --device cuda > "$OUT/bench_gpu.txt" 2>&1
 echo "exit $?" >> "$OUT/bench_gpu.txt"
-{
-    for precision in none bf16; do
-        timeout 60 python3 experiments/bench/method_step.py --device cuda --autocast $precision --repeats 10
-    done
-} > "$OUT/method_step_gpu.txt" 2>&1
+timeout 90 python3 experiments/bench/method_step.py --device cuda --autocast none,bf16 --repeats 10 \
+    > "$OUT/method_step_gpu.txt" 2>&1
 exit 0
 fi
 

@@ -278,8 +278,9 @@ def bench(model_set: ModelSet, device: torch.device, args) -> dict[str, float]:
     for label, (_seconds, peak) in results.items():
         rate = rates[label]
         peak_text = f"{peak:>9.2f}" if peak is not None else f"{'-':>9}"
+        shown = f"{rate:>12,.0f}" if rate >= 100 else f"{rate:>12.2f}"  # CPU runs of the big models
         print(
-            f"  {label:<12} {rate:>12,.0f} {rate / rates['ref@1000']:>11.2f}x {rate / rates[best_label]:>11.2f}x "
+            f"  {label:<12} {shown} {rate / rates['ref@1000']:>11.2f}x {rate / rates[best_label]:>11.2f}x "
             f"{peak_text}"
         )
     if device.type == "cuda" and flops:

@@ -8,12 +8,13 @@ command measures an old and a new checkout side by side:
 
 The denoiser is the mnist5k DDPM folder given by --denoiser (DDSX_CHECKPOINTS/denoisers/mnist5k_ddpm)
 when it exists, else the `denoiser_model=small` UNet with seeded random weights (same cost). A step is
-the training loss, its backward and an optimiser step; steps of the two methods alternate, and the
-median of --repeats is reported with the UNet forward passes counted per step.
+the training loss, its backward and an optimiser step; steps of all methods and precisions alternate,
+and the median of --repeats is reported with the UNet forward passes counted per step.
 
-``--autocast bf16`` runs each step's forward and backward under ``torch.autocast`` (what
-``trainer.precision=bf16-mixed`` does in ddsx-train), ``--checkpointing`` recomputes the denoiser's
-activations in the backward pass (``denoiser.checkpointing=true``), ``--device cuda`` runs on a GPU.
+``--autocast none,bf16`` (the default) times every step in full precision and under bf16
+``torch.autocast`` (what ``trainer.precision=bf16-mixed`` does in ddsx-train) in the same run;
+``--checkpointing`` recomputes the denoiser's activations in the backward pass
+(``denoiser.checkpointing=true``); ``--device cuda`` runs on a GPU.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--autocast", choices=["none", "bf16", "fp16"], default="none")
+    parser.add_argument(
+        "--autocast",
+        default="none,bf16",
+        help="comma-separated precisions, measured interleaved in this one run: none, bf16, fp16",
+    )
     parser.add_argument("--checkpointing", action="store_true", help="denoiser activation checkpointing")
     checkpoints = Path(os.environ.get("DDSX_CHECKPOINTS", "checkpoints"))
     parser.add_argument("--denoiser", type=Path, default=checkpoints / "denoisers" / "mnist5k_ddpm")
@@ -108,9 +113,11 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 1, 28, 28, generator=g).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.autocast)
+    precisions = args.autocast.split(",")
+    dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def step(name: str) -> tuple[float, int]:
+    def step(name: str, precision: str) -> tuple[float, int]:
+        dtype = dtypes[precision]
         module, optimizer = modules[name], optimizers[name]
         before = counter.count
         if device.type == "cuda":
@@ -125,27 +132,36 @@ def main() -> None:
             torch.cuda.synchronize()
         return time.perf_counter() - start, counter.count - before
 
-    times: dict[str, list[float]] = {name: [] for name in modules}
+    combos = [(name, precision) for precision in precisions for name in modules]
+    times: dict[tuple[str, str], list[float]] = {combo: [] for combo in combos}
     calls: dict[str, int] = {}
-    for name in modules:
-        step(name)  # warm-up
-    for _ in range(args.repeats):
-        for name in modules:
-            seconds, calls[name] = step(name)
-            times[name].append(seconds)
+    for combo in combos:
+        step(*combo)  # warm-up
+    for _ in range(args.repeats):  # interleaved: a busy moment hits every combination alike
+        for combo in combos:
+            seconds, calls[combo[0]] = step(*combo)
+            times[combo].append(seconds)
     print(
         f"ddsx from {root}; {what}; batch {args.batch}; {args.threads} threads; device {device}; "
-        f"autocast {args.autocast}; checkpointing {args.checkpointing}; attack={args.attack}: {attack}"
+        f"checkpointing {args.checkpointing}; attack={args.attack}: {attack}; median of {args.repeats}"
     )
-    for name in modules:
+    median = {combo: statistics.median(values) for combo, values in times.items()}
+    for precision in precisions:
+        print(f"autocast {precision}:")
+        for name in modules:
+            print(f"  {name:<13} {median[name, precision]:.3f} s/step, UNet forwards per step {calls[name]}")
+        adv = median["dds_adv", precision]
         print(
-            f"  {name:<13} median {statistics.median(times[name]):.3f} s/step, UNet forwards per step {calls[name]}"
+            f"  ratio dds_adv / gaussian = {adv / median['gaussian', precision]:.2f}, "
+            f"dds_adv / dds_finetune = {adv / median['dds_finetune', precision]:.2f}"
         )
-    median = {name: statistics.median(values) for name, values in times.items()}
-    print(
-        f"  ratio dds_adv / gaussian = {median['dds_adv'] / median['gaussian']:.2f}, "
-        f"dds_adv / dds_finetune = {median['dds_adv'] / median['dds_finetune']:.2f}"
-    )
+    if len(precisions) > 1:
+        first = precisions[0]
+        for other in precisions[1:]:
+            print(
+                f"dds_adv step, autocast {other} vs {first}: "
+                f"{median['dds_adv', first] / median['dds_adv', other]:.2f}x faster"
+            )
 
 
 if __name__ == "__main__":
