@@ -239,7 +239,11 @@ def test_the_estimated_total_time_is_logged_before_the_first_example(tmp_path: P
             return super().forward(x)
 
     with caplog.at_level(logging.INFO, logger="ddsx.certification.engine"):
-        run(tmp_path, classifier=Recording(), max=3)
+        run(tmp_path / "quiet", classifier=Recording(), max=3)
+    assert not any("estimated total time" in r.getMessage() for r in caplog.records)
+    order.clear()  # progress off (the default here): no warm-up batch and no estimate
+    with caplog.at_level(logging.INFO, logger="ddsx.certification.engine"):
+        run(tmp_path / "shown", classifier=Recording(), max=3, progress=True)
     estimates = [i for i, r in enumerate(caplog.records) if "estimated total time" in r.getMessage()]
     assert len(estimates) == 1
     # Two warm-up batches (one untimed) come before the line; every certification batch after it.
