@@ -303,6 +303,9 @@ def run_identity(
                 "max": settings.max_examples,
                 "radii": list(settings.radii),
                 "check_every": settings.check_every,
+                # Which part of the run's examples this file holds (certify.shard of num_shards).
+                "shard": getattr(settings, "shard", 0),
+                "num_shards": getattr(settings, "num_shards", 1),
                 "ddsx_version": ddsx.__version__,
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             },

@@ -53,6 +53,9 @@ class CertifySettings:
             mode; fixed mode always selects with n0.
         check_every: sequential mode: samples between two looks at the counts.
         allow_huge: allow more than 10^9 forward passes in one run.
+        shard, num_shards: this job certifies every ``num_shards``-th of the selected examples,
+            starting at the ``shard``-th (one job of a SLURM array; ``ddsx.certification.shards``
+            merges the jobs' files). Rows do not depend on them.
     """
 
     sigma: float | None = None
@@ -75,6 +78,8 @@ class CertifySettings:
     compile: bool = False
     channels_last: bool = False
     pin_memory: bool = True
+    shard: int = 0
+    num_shards: int = 1
 
     def __post_init__(self) -> None:
         if self.sigma is not None:
@@ -114,6 +119,18 @@ class CertifySettings:
             "check_every",
             "an integer >= 1",
             self.check_every,
+        )
+        _check(
+            _is_int(self.num_shards) and self.num_shards >= 1,
+            "num_shards",
+            "an integer >= 1",
+            self.num_shards,
+        )
+        _check(
+            _is_int(self.shard) and 0 <= self.shard < self.num_shards,
+            "shard",
+            f"an integer in [0, certify.num_shards={self.num_shards})",
+            self.shard,
         )
         for name in ("allow_huge", "compile", "channels_last", "pin_memory"):
             _check(isinstance(getattr(self, name), bool), name, "true or false", getattr(self, name))
@@ -169,7 +186,12 @@ class CertifySettings:
         return self.sigma
 
     def indices(self, dataset_size: int) -> list[int]:
-        """The example indices to certify: 0, skip, 2*skip, ... at most ``max_examples`` of them."""
+        """The example indices this job certifies: of 0, skip, 2*skip, ... (at most ``max_examples``),
+        every ``num_shards``-th from the ``shard``-th (all of them with one shard)."""
+        return self.all_indices(dataset_size)[self.shard :: self.num_shards]
+
+    def all_indices(self, dataset_size: int) -> list[int]:
+        """The example indices of the whole run, every shard together."""
         selected = list(range(0, int(dataset_size), self.skip))
         return selected if self.max_examples is None else selected[: self.max_examples]
 

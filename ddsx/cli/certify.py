@@ -19,7 +19,7 @@ from typing import Any
 import hydra
 import torch
 from lightning.fabric import Fabric
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ddsx.certification.build import (
     build_certifier,
@@ -32,7 +32,8 @@ from ddsx.certification.build import (
 from ddsx.certification.loggers import log_certification
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import identity_differences, read_results
-from ddsx.certification.settings import CertifySettings, InvalidSettingError
+from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
+from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
 from ddsx.utils.logging import get_logger
@@ -113,13 +114,31 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     return paths
 
 
+def merge(cfg: DictConfig) -> list[Path]:
+    """``mode=merge``: join the shard files under ``merge.inputs`` into ``certify.output``, then report."""
+    inputs = OmegaConf.select(cfg, "merge.inputs")
+    if not inputs:
+        raise InvalidSettingError("mode=merge needs merge.inputs=<sweep folder of the shard jobs, or files>")
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    paths = merge_shards(inputs, cfg.certify.output)
+    radii = list(cfg.certify.get("radii") or DEFAULT_RADII)
+    for path in paths:
+        log.info("merged -> %s: %s", path, format_summary(summarize(read_results(path), radii), radii))
+    return paths
+
+
 @console_script
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_certify")
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
     # W&B stays offline unless the user says otherwise, as in ddsx-train.
     os.environ.setdefault("WANDB_MODE", "offline")
-    paths = certify(cfg)
+    if cfg.get("mode", "certify") == "merge":
+        paths = merge(cfg)
+    elif cfg.get("mode", "certify") == "certify":
+        paths = certify(cfg)
+    else:
+        raise InvalidSettingError(f"mode must be certify or merge, got {cfg.mode!r}")
     rows = read_results(paths[0])
     # Hydra sweepers optimise the returned value: the (first classifier's) average certified radius.
     return summarize(rows, [])["acr"] if rows else None

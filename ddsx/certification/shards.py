@@ -1,0 +1,185 @@
+"""Join the result files of a sharded certification (one job per ``certify.shard``) into one file.
+
+A run split with ``certify.shard=i certify.num_shards=k`` leaves k result files, each in its own job
+folder with its own settings sidecar. :func:`merge_shards` finds them, groups them by what the rows
+depend on (the sidecar's compared fields: settings, classifier, denoiser), and for each group checks
+before writing anything that
+
+- the k files agree on num_shards and hold shards 0..k-1, each exactly once;
+- no idx appears twice, and every shard holds all the rows it set out to certify (none missing);
+
+then writes one file sorted by idx (rows byte for byte as the shards hold them) with the sidecar of
+shard 0, its ``info`` saying which files it was merged from. Rows depend on (seed, idx) only, so the
+merged file equals the file of a one-job run, time columns aside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ddsx.certification.result_file import (
+    COLUMNS,
+    HEADER,
+    ResultFile,
+    ResultFileError,
+    compared_fields,
+    header_columns,
+    read_identity,
+    sidecar_path,
+    split_contents,
+)
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One job's result file, its sidecar document and complete rows (idx -> line bytes)."""
+
+    path: Path
+    identity: dict[str, Any]
+    lines: dict[int, bytes]
+
+    @property
+    def shard(self) -> int:
+        return int(self.identity.get("info", {}).get("shard", 0))
+
+    @property
+    def num_shards(self) -> int:
+        return int(self.identity.get("info", {}).get("num_shards", 1))
+
+    @property
+    def planned(self) -> int | None:
+        """Rows this shard set out to write: its share of every ``skip``-th example, at most ``max``."""
+        settings, info = self.identity.get("settings", {}), self.identity.get("info", {})
+        size = settings.get("split_size")
+        if not isinstance(size, int):
+            return None
+        selected = range(0, size, int(info.get("skip") or 1))
+        if isinstance(info.get("max"), int):
+            selected = selected[: info["max"]]
+        return len(selected[self.shard :: self.num_shards])
+
+
+def find_shard_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Result files (``*.tsv`` with a ``*.settings.json`` beside them) given or under the given folders."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*.tsv") if sidecar_path(p).is_file())
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def read_shard(path: Path) -> ShardFile:
+    """A shard's sidecar and rows; refuses a file without sidecar, with a torn tail or leftover parts."""
+    sidecar = sidecar_path(path)
+    if not sidecar.is_file():
+        raise ResultFileError(f"{path} has no {sidecar.name}: its settings are unknown, it cannot be merged")
+    if ResultFile(path).shard_paths():
+        raise ResultFileError(f"{path} still has .part files of an unfinished run: finish that job first")
+    contents = split_contents(path)
+    if contents.torn:
+        raise ResultFileError(f"{path} ends in a torn line: its job did not finish; run it again to resume")
+    if contents.header and header_columns(contents.header, str(path)) != COLUMNS:
+        raise ResultFileError(f"{path}:1 has other columns than {COLUMNS}")
+    lines: dict[int, bytes] = {}
+    for number, line in enumerate(contents.lines, start=2):
+        try:
+            idx = int(line.split(b"\t", 1)[0])
+        except ValueError:
+            raise ResultFileError(f"{path}:{number}: no idx in {line[:80]!r}") from None
+        if idx in lines:
+            raise ResultFileError(f"{path}:{number}: idx {idx} appears twice in one shard")
+        lines[idx] = line
+    return ShardFile(path, read_identity(sidecar), lines)
+
+
+def group_shards(shards: Sequence[ShardFile]) -> list[list[ShardFile]]:
+    """Shards of one run together: equal compared fields (settings, classifier, denoiser, format)."""
+    groups: dict[str, list[ShardFile]] = {}
+    for shard in shards:
+        key = json.dumps(compared_fields(shard.identity), sort_keys=True, default=str)
+        groups.setdefault(key, []).append(shard)
+    return list(groups.values())
+
+
+def check_complete(group: Sequence[ShardFile]) -> None:
+    """Refuse (ResultFileError naming the files) unless ``group`` is shards 0..k-1 of one run, whole."""
+    counts = {s.num_shards for s in group}
+    if len(counts) != 1:
+        listing = ", ".join(f"{s.path} ({s.num_shards})" for s in group)
+        raise ResultFileError(f"files of one run disagree on certify.num_shards: {listing}")
+    k = counts.pop()
+    by_shard: dict[int, ShardFile] = {}
+    for s in group:
+        if s.shard in by_shard:
+            raise ResultFileError(f"shard {s.shard} of {k} twice: {by_shard[s.shard].path} and {s.path}")
+        by_shard[s.shard] = s
+    missing = sorted(set(range(k)) - set(by_shard))
+    if missing:
+        raise ResultFileError(
+            f"shard(s) {missing} of {k} missing for the run of {group[0].path} (found {sorted(by_shard)})"
+        )
+    owner: dict[int, Path] = {}
+    for s in group:
+        for idx in s.lines:
+            if idx in owner:
+                raise ResultFileError(f"idx {idx} is in two shards: {owner[idx]} and {s.path}")
+            owner[idx] = s.path
+        if s.planned is not None and len(s.lines) != s.planned:
+            raise ResultFileError(
+                f"{s.path} (shard {s.shard} of {k}) holds {len(s.lines)} of its {s.planned} rows: rows are "
+                "missing; run that job again (it resumes) before merging"
+            )
+
+
+def merge_shards(inputs: Iterable[str | Path], output: str | Path) -> list[Path]:
+    """Merge every sharded run found in ``inputs`` into ``output`` (one run) or, for several runs
+    (several classifiers), into ``output``'s folder under each shard file's own name.
+
+    Everything is checked before the first file is written; an existing output is never replaced.
+    """
+    files = find_shard_files(inputs)
+    if not files:
+        raise ResultFileError(f"no result files with settings sidecars under {', '.join(map(str, inputs))}")
+    groups = group_shards([read_shard(path) for path in files])
+    for group in groups:
+        check_complete(group)
+    output = Path(output)
+    targets = [output] if len(groups) == 1 else [output.parent / g[0].path.name for g in groups]
+    if len(set(targets)) != len(targets):
+        raise ResultFileError(
+            f"{len(groups)} runs whose shard files share a name; merge them one at a time: "
+            + ", ".join(str(g[0].path) for g in groups)
+        )
+    for target in targets:
+        if target.exists() or sidecar_path(target).exists():
+            raise ResultFileError(f"{target} exists: merge into another path, or delete it first")
+    for group, target in zip(groups, targets, strict=True):
+        _write_merged(sorted(group, key=lambda s: s.shard), target)
+    return targets
+
+
+def _write_merged(group: Sequence[ShardFile], target: Path) -> None:
+    rows = {idx: line for shard in group for idx, line in shard.lines.items()}
+    identity = json.loads(json.dumps(group[0].identity))
+    identity.setdefault("info", {}).update(
+        {"shard": 0, "num_shards": 1, "merged_from": [str(s.path) for s in group]}
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ResultFile(target).write_identity(identity)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(HEADER.encode())
+        handle.writelines(rows[idx] for idx in sorted(rows))
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(target)
