@@ -11,6 +11,7 @@ setup(
         "ddsx.conf",
         *CONF_GROUPS,
         "hydra_plugins.ddsx_user_conf",
+        "hydra_plugins.ddsx_sweeper",
     ],
     package_dir={"ddsx.conf": "conf"},
     package_data={"ddsx.conf": ["*.yaml"], **{group: ["*.yaml"] for group in CONF_GROUPS}},

@@ -122,7 +122,8 @@ def test_envelope_is_the_best_over_sigma_per_method(sweep: Path) -> None:
 
 def test_latex_is_a_booktabs_table(sweep: Path) -> None:
     _, latex = build_report(load_runs([sweep])[0], RADII)
-    assert latex.count(r"\begin{tabular}") == 2 and r"\toprule" in latex and r"\bottomrule" in latex
+    # one table per sigma (the fixture has two) and the envelope
+    assert latex.count(r"\begin{tabular}") == 3 and r"\toprule" in latex and r"\bottomrule" in latex
     assert r"dds\_adv" in latex and "75.0" in latex
 
 

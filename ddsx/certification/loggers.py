@@ -21,9 +21,13 @@ def log_certification(
     step: int = 0,
     prefix: str = "cert/",
 ) -> dict[str, float]:
-    """Log ``cert/acc@r``, ``cert/acr``, ``cert/abstain`` (+ clean_acc, examples) to every Lightning
-    logger; with a WandbLogger also a table of rows, the plot and the result file. Returns the metrics."""
+    """Log ``cert/acc@r``, ``cert/acr``, ``cert/abstain`` (+ clean_acc, examples, samples_mean: noisy
+    copies per example after the n0 selection) to every Lightning logger; with a WandbLogger also a table
+    of rows, the plot and the result file. Returns the metrics."""
     metrics = metric_names(summarize(rows, radii), prefix)
+    samples = [row.samples for row in rows if row.samples is not None]
+    if samples:
+        metrics[f"{prefix}samples_mean"] = sum(samples) / len(samples)
     for logger in loggers:
         logger.log_metrics(metrics, step=step)
         if hasattr(logger, "save"):

@@ -36,8 +36,10 @@ from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidS
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.loggers import close_loggers
+from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
-from ddsx.utils.run_config import save_resolved_config
+from ddsx.utils.run_config import resolved_container, save_resolved_config
 
 log = get_logger(__name__)
 
@@ -106,11 +108,18 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     )
     if fabric.global_rank == 0:
         loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-        for target, path in zip(certifier.targets, paths, strict=True):
-            rows = read_results(path)
-            prefix = "cert/" if len(paths) == 1 else f"cert/{target.name}/"
-            log_certification(loggers, rows, settings.radii, path, prefix=prefix)
-            log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
+        try:
+            for logger in loggers:
+                logger.log_hyperparams(resolved_container(cfg) | {"certify_resolved": settings.as_dict()})
+            for target, path in zip(certifier.targets, paths, strict=True):
+                rows = read_results(path)
+                prefix = "cert/" if len(paths) == 1 else f"cert/{target.name}/"
+                log_certification(loggers, rows, settings.radii, path, prefix=prefix)
+                log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
+        except BaseException:
+            close_loggers(loggers, failed=True)
+            raise
+        close_loggers(loggers, failed=False)
     return paths
 
 
@@ -132,6 +141,7 @@ def merge(cfg: DictConfig) -> list[Path]:
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
     # W&B stays offline unless the user says otherwise, as in ddsx-train.
+    limit_threads()  # jobs running side by side share the cores
     os.environ.setdefault("WANDB_MODE", "offline")
     if cfg.get("mode", "certify") == "merge":
         paths = merge(cfg)

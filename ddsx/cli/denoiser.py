@@ -23,6 +23,7 @@ from ddsx.cli.train import instantiate_dict
 from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
 from ddsx.denoisers.resolution import as_size
+from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -192,6 +193,7 @@ def run(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_denoiser")
 @expected_errors
 def main(cfg: DictConfig) -> None:
+    limit_threads()  # jobs running side by side share the cores
     run(cfg)
 
 

@@ -5,6 +5,11 @@
     ddsx-report a/certify.tsv b/certify.tsv --radii 0 0.5 1
     ddsx-report --compare fixed/certify.tsv sequential/certify.tsv
 
+In a multirun folder each run is labelled by the overrides that differ across its jobs (e.g.
+``method=dds_adv attack.step_size=0.1 sigma=0.5``), with one table and one plot per sigma. Offline W&B
+runs (``wandb/offline-run-*``) under the given folders are listed with their group, tags and the
+certification summary they logged, read from their files without any network.
+
 Prints the markdown tables and writes report.md, report.tex, certified_accuracy.png and .pdf.
 An unreadable result file stops the report (exit 2) unless --skip-bad; empty, incomplete, torn or
 mixed-sigma files are listed with their status and never averaged.
@@ -32,7 +37,9 @@ from ddsx.report.tables import (
     summary_table,
     to_latex,
     to_markdown,
+    wandb_table,
 )
+from ddsx.report.wandb_offline import WandbRun, find_runs, read_run
 
 NOTE = (
     "Certified accuracy (%) at l2 radius r (in [0,1] pixel units); ACR = average certified radius; "
@@ -81,29 +88,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_report(
-    runs: Sequence[Run], radii: Sequence[float], out: Path | None = None, bad: Sequence[BadFile] = ()
+    runs: Sequence[Run],
+    radii: Sequence[float],
+    out: Path | None = None,
+    bad: Sequence[BadFile] = (),
+    wandb_runs: Sequence[WandbRun] = (),
 ) -> tuple[str, str]:
-    """(markdown, LaTeX) of the per-run table and the best-over-sigma envelopes; paths relative to ``out``."""
+    """(markdown, LaTeX): a table per sigma (one table when all runs share it), the best-over-sigma
+    envelopes, and the offline W&B runs found; paths relative to ``out``."""
     names = [
         label.replace(f" sigma={_sigma(run)}", "")
         for label, run in zip(_unique_labels(runs), runs, strict=True)
     ]
-    per_run, envelope = summary_table(runs, radii, names), envelope_table(runs, radii)
+    envelope = envelope_table(runs, radii)
     notes = [NOTE, BEYOND_NOTE] + ([GRID_NOTE] if any(run.mode == "sequential" for run in runs) else [])
-    markdown = f"## Certified accuracy per run\n\n{to_markdown(per_run)}\n" + "".join(
-        f"{n}\n\n" for n in notes
-    )
+    markdown, latex = "", ""
+    for title, members in _sigma_sections(runs):
+        table = summary_table([runs[i] for i in members], radii, [names[i] for i in members])
+        markdown += f"## {title}\n\n{to_markdown(table)}\n"
+        latex += to_latex(table, caption=f"{title}. {NOTE} {BEYOND_NOTE}") + "\n"
+    markdown += "".join(f"{n}\n\n" for n in notes)
     if envelope[1]:
         markdown += f"## Best over sigma (sigma achieving each cell in brackets)\n\n{to_markdown(envelope)}\n"
         markdown += f"{GROUPING}\n\n"
-    else:
+        latex += to_latex(envelope, caption="Best certified accuracy over sigma. " + GROUPING)
+    elif runs:
         markdown += f"No best-over-sigma envelope: no two runs differ in sigma alone. {GROUPING}\n\n"
+    if wandb_runs:
+        markdown += "## Offline W&B runs\n\n" + to_markdown(wandb_table(wandb_runs, radii)) + "\n"
     markdown += "Runs:\n\n" + "".join(f"- {run.label}: `{_shown(run.path, out)}`\n" for run in runs)
+    markdown += "".join(f"- W&B {w.name} ({w.job_type}): `{_shown(w.path, out)}`\n" for w in wandb_runs)
     if bad:
         markdown += "\nNot included:\n\n" + "".join(f"- `{_shown(b.path, out)}`: {b.reason}\n" for b in bad)
-    latex = to_latex(per_run, caption=NOTE + " " + BEYOND_NOTE)
-    if envelope[1]:
-        latex += "\n" + to_latex(envelope, caption="Best certified accuracy over sigma. " + GROUPING)
     return markdown, latex
 
 
@@ -114,13 +130,17 @@ def write_report(
     max_radius: float | None = None,
     title: str = "",
     bad: Sequence[BadFile] = (),
+    wandb_runs: Sequence[WandbRun] = (),
 ) -> dict[str, Path]:
-    """Write report.md, report.tex, certified_accuracy.png and .pdf into ``out``; returns their paths."""
+    """Write report.md, report.tex, certified_accuracy.png and .pdf (every run), and with several sigmas
+    certified_accuracy_sigma<s>.png (the runs at each) into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown, latex = build_report(runs, radii, out, bad)
+    markdown, latex = build_report(runs, radii, out, bad, wandb_runs)
     paths = {"md": out / "report.md", "tex": out / "report.tex"}
     paths["md"].write_text(markdown)
     paths["tex"].write_text(latex)
+    if not runs:
+        return paths
     labels = _unique_labels(runs)
     usable = [(label, run) for label, run in zip(labels, runs, strict=True) if not run.problem]
     envelopes = {
@@ -133,6 +153,15 @@ def write_report(
         paths[ext] = out / f"certified_accuracy.{ext}"
         figure.savefig(paths[ext], dpi=150, bbox_inches="tight")
     plt.close(figure)
+    sigmas = sorted({run.sigma for _, run in usable if run.sigma is not None})
+    for sigma in sigmas if len(sigmas) > 1 else []:
+        curves = {label: run.rows for label, run in usable if run.sigma == sigma}
+        figure = plot_certified_accuracy(
+            curves, max_radius=max_radius, title=f"{title} sigma={sigma:g}".strip()
+        )
+        paths[f"sigma{sigma:g}"] = out / f"certified_accuracy_sigma{sigma:g}.png"
+        figure.savefig(paths[f"sigma{sigma:g}"], dpi=150, bbox_inches="tight")
+        plt.close(figure)
     return paths
 
 
@@ -150,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(compare(*args.compare, radii=args.radii))
         return 0
     runs, bad = load_runs(args.paths)
+    wandb_runs = [read_run(folder) for folder in find_runs(args.paths)]
     unreadable = [b for b in bad if b.unreadable]
     for item in bad:
         print(
@@ -161,13 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(unreadable)} unreadable result file(s), first {unreadable[0].path}: {unreadable[0].reason} "
             "(--skip-bad lists them in the report and goes on)"
         )
-    if not runs:
-        raise DDSXError(f"no certification files (*.tsv) under {' '.join(args.paths)}")
+    if not runs and not wandb_runs:
+        raise DDSXError(f"no certification files (*.tsv) or offline W&B runs under {' '.join(args.paths)}")
     for run in runs:
         if run.problem:
             print(f"ddsx-report: warning: {run.path}: {run.problem} (shown, not averaged)", file=sys.stderr)
     out = args.out or _default_out(args.paths)
-    paths = write_report(runs, args.radii, out, args.max_radius, args.title, bad)
+    paths = write_report(runs, args.radii, out, args.max_radius, args.title, bad, wandb_runs)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -189,6 +219,19 @@ def _single_file(path: str) -> Path:
 def _shown(path: Path, out: Path | None) -> str:
     """``path`` relative to the report's folder: the report stays valid when the tree is moved or shared."""
     return os.path.relpath(path, out.resolve()) if out is not None else str(path)
+
+
+def _sigma_sections(runs: Sequence[Run]) -> list[tuple[str, list[int]]]:
+    """(heading, run positions): one section per sigma when the runs have several, else one for all."""
+    sigmas = sorted({run.sigma for run in runs if run.sigma is not None})
+    if len(sigmas) <= 1:
+        return [("Certified accuracy per run", list(range(len(runs))))] if runs else []
+    sections = [
+        (f"Certified accuracy at sigma={sigma:g}", [i for i, run in enumerate(runs) if run.sigma == sigma])
+        for sigma in sigmas
+    ]
+    unknown = [i for i, run in enumerate(runs) if run.sigma is None]
+    return sections + ([("Certified accuracy, sigma unknown", unknown)] if unknown else [])
 
 
 def _sigma(run: Run) -> str:

@@ -14,7 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.loggers import close_loggers
 from ddsx.models.checkpoints import load_classifier, read_checkpoint
+from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -63,7 +65,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Build everything from ``cfg``, fit (resuming from ``ckpt_path`` if given), then test."""
     # W&B stays offline unless the user says otherwise (this machine may have no network at all).
     os.environ.setdefault("WANDB_MODE", "offline")
-    return fit_and_test(cfg, *build_training(cfg))
+    datamodule, model, trainer = build_training(cfg)
+    try:
+        metrics = fit_and_test(cfg, datamodule, model, trainer)
+    except BaseException:
+        close_loggers(trainer.loggers, failed=True)
+        raise
+    close_loggers(trainer.loggers, failed=False)
+    return metrics
 
 
 def fit_and_test(
@@ -127,6 +136,7 @@ def _print_summary(metrics: dict[str, float]) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_train")
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
+    limit_threads()  # jobs running side by side share the cores
     save_resolved_config(cfg, cfg.paths.output_dir)
     metrics = train(cfg)
     # Hydra sweepers (e.g. Optuna) optimise the returned value.

@@ -19,6 +19,7 @@ from typing import Any
 
 from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
 from ddsx.certification.result_file import BASE_COLUMNS
+from ddsx.report.labels import differing_labels, job_overrides, without_sigma
 
 # Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
 # only takes the best over sigma among runs that agree on all of them.
@@ -59,10 +60,15 @@ class Run:
     torn: bool = False
     sigmas_in_rows: tuple[float, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    # In a multirun: the job's overrides that differ across the runs of the report (ddsx.report.labels).
+    sweep_label: str = ""
 
     @property
     def group(self) -> str:
-        """The label without sigma: dataset, method, classifier, denoiser."""
+        """The label without sigma: the differing overrides of a multirun's job, else dataset, method,
+        classifier, denoiser."""
+        if without_sigma(self.sweep_label):
+            return without_sigma(self.sweep_label)
         parts = [self.dataset, self.method] + ([self.classifier] if self.classifier else [])
         if self.denoiser not in ("none", "", None):
             parts.append(f"D={self.denoiser}")
@@ -75,8 +81,9 @@ class Run:
 
     @property
     def envelope_key(self) -> tuple:
-        """Equal for runs that differ in sigma alone (see ENVELOPE_FIELDS)."""
-        return tuple(getattr(self, name) for name in ENVELOPE_FIELDS)
+        """Equal for runs that differ in sigma alone (see ENVELOPE_FIELDS; in a multirun also the
+        overrides other than sigma, e.g. the attack strength)."""
+        return tuple(getattr(self, name) for name in ENVELOPE_FIELDS) + (without_sigma(self.sweep_label),)
 
     @property
     def problem(self) -> str:
@@ -229,6 +236,9 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[BadFile]]:
             runs.append(load_run(path))
         except (ResultFileError, UnicodeDecodeError) as error:
             bad.append(BadFile(path, str(error)))
+    labels = differing_labels([job_overrides(run.path) for run in runs])
+    for run, label in zip(runs, labels or [], strict=False):
+        run.sweep_label = label
     runs.sort(key=lambda r: (r.group, r.sigma if r.sigma is not None else float("inf"), str(r.path)))
     return runs, bad
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from ddsx.certification.metrics import summarize
 from ddsx.report.runs import Run, envelope_groups
+from ddsx.report.wandb_offline import WandbRun
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -83,6 +84,34 @@ def envelope_table(runs: Sequence[Run], radii: Sequence[float]) -> Table:
             ]
         )
     return header, rows
+
+
+def wandb_table(runs: Sequence[WandbRun], radii: Sequence[float]) -> Table:
+    """One row per offline W&B run: name, group, job type, tags, exit code and its ``cert/*`` summary."""
+    header = ["W&B run", "group", "job", "tags", "exit", *[f"r={r:g}" for r in radii], "ACR", "samples mean"]
+    rows = []
+    for run in runs:
+        summary = run.summary
+        cells = [_pct_or_dash(summary.get(f"cert/acc@{r:g}")) for r in radii]
+        acr = summary.get("cert/acr")
+        samples = summary.get("cert/samples_mean")
+        rows.append(
+            [
+                run.name or run.run_id,
+                run.group,
+                run.job_type,
+                " ".join(run.tags),
+                "?" if run.exit_code is None else str(run.exit_code),
+                *cells,
+                f"{acr:.3f}" if isinstance(acr, int | float) else "-",
+                f"{samples:.0f}" if isinstance(samples, int | float) else "-",
+            ]
+        )
+    return header, rows
+
+
+def _pct_or_dash(value: object) -> str:
+    return _pct(float(value)) if isinstance(value, int | float) else "-"
 
 
 def envelope_curve(runs: Sequence[Run], radii: Sequence[float]) -> list[float]:

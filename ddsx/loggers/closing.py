@@ -1,0 +1,29 @@
+"""Close a job's experiment loggers, also when the job failed.
+
+In a multirun, jobs of the basic and joblib launchers share a process: a W&B run left open by one job
+would be picked up by the next (Lightning's WandbLogger reuses ``wandb.run``), mixing two jobs' metrics
+in one run id. Every job therefore finishes its W&B run, with exit code 1 when it failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ddsx.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def close_loggers(loggers: Iterable[object], failed: bool) -> None:
+    """Finalize every logger and finish the W&B runs they started; never raises (a job's own error wins)."""
+    for logger in loggers:
+        try:
+            finalize = getattr(logger, "finalize", None)
+            if finalize is not None:
+                finalize("failed" if failed else "success")
+            run = getattr(logger, "_experiment", None)  # None: the logger never started a W&B run
+            if run is not None and hasattr(run, "finish"):
+                run.finish(exit_code=1 if failed else 0)
+                logger._experiment = None
+        except Exception as error:  # closing must not hide why the job failed
+            log.warning("could not close logger %s: %s", type(logger).__name__, error)

@@ -1,0 +1,95 @@
+"""A sweeper whose multirun survives failing jobs: every job runs, then one summary says which failed.
+
+Hydra's basic sweeper re-raises the first failed job's exception as soon as its batch returns, so
+later batches never run and the exit message names one job. This one launches every batch, writes
+``multirun_summary.tsv`` (job number, status, overrides, error) into the sweep folder, logs one line
+per failed job, and ends with :class:`MultirunFailedError` naming them (exit code 2 through
+``console_script``) when any failed. Jobs are the union of ``grids`` (see ``ddsx.sweeps.grid``);
+``params`` (Hydra's usual single grid) still works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from ddsx.errors import DDSXError
+from ddsx.sweeps.grid import expand_grids
+
+log = logging.getLogger(__name__)
+SUMMARY_FILE = "multirun_summary.tsv"
+
+
+class MultirunFailedError(DDSXError):
+    """Some jobs of a multirun failed (the others finished); the message lists the failed ones."""
+
+
+class IsolatingSweeper(BasicSweeper):
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        params: Mapping[str, str] | None = None,
+        grids: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=dict(params or {}))
+        self.grids = [dict(grid) for grid in grids or []]
+
+    def jobs(self, arguments: Sequence[str]) -> list[list[str]]:
+        """Every job's overrides: the grids (or ``params`` as one grid) with the command line applied."""
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        grids = self.grids or [{str(k): str(v) for k, v in self.params.items()}]
+        return expand_grids(grids, list(arguments), parser)
+
+    def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        jobs = self.jobs(arguments)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
+        returns: list[Sequence[JobReturn]] = []
+        for start in range(0, len(jobs), size):
+            batch = jobs[start : start + size]
+            self.validate_batch_is_legal(batch)  # composition errors before any job of the batch runs
+            returns.append(self.launcher.launch(batch, initial_job_idx=start))
+        results = [result for batch in returns for result in batch]
+        failed = report_failures(results, jobs, sweep_dir)
+        if failed:
+            raise MultirunFailedError(
+                f"{len(failed)} of {len(results)} jobs failed ({len(results) - len(failed)} finished): "
+                + "; ".join(failed)
+                + f". Summary: {sweep_dir / SUMMARY_FILE}"
+            )
+        log.info("multirun: all %d jobs finished (%s)", len(results), sweep_dir / SUMMARY_FILE)
+        return returns
+
+
+def job_error(result: JobReturn) -> str:
+    """``Type: message`` of a failed job's exception (first line), '' for a finished job."""
+    if result.status != JobStatus.FAILED:
+        return ""
+    error = result._return_value
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def report_failures(
+    results: Sequence[JobReturn], jobs: Sequence[Sequence[str]], sweep_dir: Path
+) -> list[str]:
+    """Write the summary file and log the failed jobs; returns one ``#num overrides (error)`` per failure."""
+    lines, failed = ["job\tstatus\toverrides\terror\n"], []
+    for number, (result, overrides) in enumerate(zip(results, jobs, strict=True)):
+        status = "failed" if result.status == JobStatus.FAILED else "finished"
+        error = job_error(result).replace("\t", " ")
+        lines.append(f"{number}\t{status}\t{' '.join(overrides)}\t{error}\n")
+        if error:
+            failed.append(f"#{number} ({' '.join(overrides)}): {error}")
+            log.error("multirun job #%d failed (%s): %s", number, " ".join(overrides), error)
+    (sweep_dir / SUMMARY_FILE).write_text("".join(lines))
+    return failed
