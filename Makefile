@@ -7,7 +7,7 @@ STAMP := $(VENV)/.ddsx-installed
 # Extra pip arguments, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu124" for your CUDA.
 PIP_EXTRA ?=
 
-.PHONY: install run test test-slow bench lint format sweep report clean
+.PHONY: install denoiser run test test-slow bench lint format sweep report clean
 
 install: $(STAMP)
 
@@ -20,19 +20,32 @@ $(STAMP): pyproject.toml
 # The main job on the embedded default (mnist5k, no network): see README.md.
 DENOISER := $(or $(DDSX_CHECKPOINTS),checkpoints)/denoisers/mnist5k_ddpm
 RUN_DIR := outputs/make_run/$(shell date +%Y-%m-%d_%H-%M-%S)
-run: install
-	@# 1. the DDPM denoiser, trained once to its quality target (20 epochs, about 12 idle CPU minutes);
-	@#    an existing one is reused only if its quality.json says it meets the target, else make stops
-	@#    with the command that continues its training
+# The mnist5k DDPM denoiser, trained once to its quality target (20 epochs, about 12 idle CPU minutes);
+# an existing one is reused only if its quality.json says it meets the target, else make stops with
+# the command that continues its training.
+denoiser: install
 	if test -f $(DENOISER)/model_index.json; then \
 		$(BIN)/ddsx-denoiser mode=check save_dir=$(DENOISER) hydra.output_subdir=null hydra.run.dir=$(RUN_DIR)/denoiser_check; \
 	else \
 		$(BIN)/ddsx-denoiser save_dir=$(DENOISER); \
 	fi
-	@# 2.+3. LeNet trained with the paper's method at sigma 0.5 through it, then certified
+
+run: denoiser
+	@# 1. the denoiser (above); 2.+3. LeNet trained with the paper's method at sigma 0.5 through it,
+	@#    then certified
 	$(BIN)/ddsx-train experiment=mnist5k_dds_adv hydra.run.dir=$(RUN_DIR)
 	@# 4. the certified-accuracy table
 	$(BIN)/ddsx-report $(RUN_DIR)
+
+# A real small sweep on the embedded default: sigma in {0.25, 0.5} x (dds_finetune, dds_adv), a short
+# training and certification each (conf/sweep/mnist5k_small.yaml), the 4 jobs run side by side through
+# the submitit_local launcher (the executor a SLURM sweep uses), one thread each; CSV and offline W&B
+# logs; then the comparison report of the sweep folder (one table per sigma, the W&B runs).
+SWEEP_DIR := multirun/make_sweep/$(shell date +%Y-%m-%d_%H-%M-%S)
+sweep: denoiser
+	$(BIN)/ddsx-train -m +sweep=mnist5k_small 'logger=[csv,wandb]' hydra/launcher=submitit_local \
+		hydra.launcher.cpus_per_task=1 hydra.launcher.timeout_min=60 hydra.sweep.dir=$(SWEEP_DIR)
+	$(BIN)/ddsx-report $(SWEEP_DIR)
 
 test: install
 	$(BIN)/python -m pytest -q

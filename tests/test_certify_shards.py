@@ -140,3 +140,16 @@ def test_shard_0_of_2_certifies_every_other_example(tmp_path: Path) -> None:
     """As the multi-process path splits: by position, every num_shards-th."""
     [path] = run_shards(tmp_path / "jobs", 2, shards=[0])
     assert [r.idx for r in read_results(path)] == [0, 2, 4, 6, 8]
+
+
+def test_shards_of_several_classifiers_merge_into_one_file_per_classifier(tmp_path: Path) -> None:
+    """One denoiser pass per shard for every classifier of a sweep folder, then one file each."""
+    classifiers = [make_classifier(0), make_classifier(1)]
+    whole = engine(tmp_path / "whole", classifiers, None).run(make_dataset())
+    for i in range(2):
+        engine(tmp_path / "jobs" / f"job{i}", classifiers, None, shard=i, num_shards=2).run(make_dataset())
+    merged = merge_shards([tmp_path / "jobs"], tmp_path / "merged" / "certify.tsv")
+    assert sorted(p.name for p in merged) == ["certify.h0.tsv", "certify.h1.tsv"]
+    for path in whole:
+        assert timeless(tmp_path / "merged" / path.name) == timeless(path)
+    assert timeless(whole[0]) != timeless(whole[1])

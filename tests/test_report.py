@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ddsx.certification.result_file import HEADER, ResultRow, format_row, sidecar_path
-from ddsx.cli.report import build_report, main
+from ddsx.cli.report import build_report, main, write_report
 from ddsx.report import envelope_curve, envelope_table, load_runs, summary_table
+from ddsx.report.labels import differing_labels
 
 RADII = [0.0, 0.5, 1.0]
 
@@ -292,3 +294,53 @@ def test_compare_prints_accuracy_per_radius_and_the_samples_ratio(tmp_path: Path
     assert "| 0 | 75.0 | 75.0 | +0.0 |" in printed
     assert "| 0.25 | 75.0 | 50.0 | -25.0 |" in printed
     assert "ratio A/B = 4.00" in printed  # 1000 samples a point against 250
+
+
+# ----- a multirun folder: labels from the overrides that differ, a table and a plot per sigma --------
+
+
+def _job(root: Path, name: str, method: str, sigma: float, rows, overrides: list[str]) -> None:
+    write_run(root / name, method, sigma, rows)
+    (root / name / ".hydra").mkdir()
+    (root / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+
+def test_labels_are_the_overrides_that_differ_with_sigma_last() -> None:
+    jobs = [
+        {"method": "dds_adv", "attack": "mnist", "sigma": "0.5", "logger": "wandb", "hydra.x": "1"},
+        {"method": "dds_finetune", "sigma": "0.5", "logger": "wandb", "hydra.x": "2"},
+        {"sigma": "0.25", "method": "dds_adv", "attack": "mnist_strong", "logger": "wandb"},
+    ]
+    assert differing_labels(jobs) == [
+        "method=dds_adv attack=mnist sigma=0.5",
+        "method=dds_finetune sigma=0.5",
+        "method=dds_adv attack=mnist_strong sigma=0.25",
+    ]
+    assert differing_labels([jobs[0], None]) is None  # a run outside any Hydra job: no such labels
+
+
+def test_multirun_report_labels_runs_by_overrides_with_a_table_and_plot_per_sigma(tmp_path: Path) -> None:
+    root = tmp_path / "multirun"
+    rows = [(1, 0.6), (1, 0.3), (0, 0.2), (1, 0.9)]
+    for num, (method, attack, sigma) in enumerate(
+        [("dds_adv", "mnist", 0.25), ("dds_adv", "mnist_strong", 0.25), ("dds_adv", "mnist", 0.5)]
+        + [("dds_adv", "mnist_strong", 0.5)]
+    ):
+        overrides = [f"sigma={sigma}", f"method={method}", f"attack={attack}", "logger=csv"]
+        _job(root, f"{num}_job", method, sigma, rows, overrides)
+    runs, _ = load_runs([root])
+    assert sorted(run.label for run in runs) == [
+        "attack=mnist sigma=0.25",  # method is the same in every job: not in the label
+        "attack=mnist sigma=0.5",
+        "attack=mnist_strong sigma=0.25",
+        "attack=mnist_strong sigma=0.5",
+    ]
+    markdown, _ = build_report(runs, RADII)
+    # one table per sigma, each with the two attack strengths, labelled without the sigma
+    assert markdown.count("## Certified accuracy at sigma=") == 2
+    section = markdown.split("## Certified accuracy at sigma=0.5")[1].split("##")[0]
+    assert "| attack=mnist_strong |" in section and "| attack=mnist |" in section
+    # two envelopes: one per attack strength (they differ in more than sigma)
+    assert markdown.split("## Best over sigma")[1].count("| attack=mnist") == 2
+    paths = write_report(runs, RADII, tmp_path / "out")
+    assert paths["sigma0.25"].is_file() and paths["sigma0.5"].is_file()

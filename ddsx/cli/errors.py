@@ -120,6 +120,7 @@ def expected_errors(task: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(task)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
+        silence_known_warnings()  # again: a submitit job runs the task in a process of its own
         try:
             return task(*args, **kwargs)
         except (Exception, KeyboardInterrupt, SystemExit) as error:

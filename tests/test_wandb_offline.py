@@ -1,0 +1,79 @@
+"""Reading offline W&B run files: the LevelDB log framing (records split across 32 KiB blocks, block
+padding, a torn tail), and the flattening and tags of ddsx's W&B logger."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ddsx.loggers.wandb import flatten, run_tags, sweep_group
+from ddsx.report.wandb_offline import BLOCK_SIZE, WandbFileError, records
+
+HEADER = b":W&B" + b"\xbe\xe1\x00"
+
+
+def write_log(path: Path, payloads: list[bytes], torn: int = 0) -> None:
+    """A LevelDB-format log as W&B writes it (header, then chunks that never cross a block boundary)."""
+    data = bytearray(HEADER)
+    for payload in payloads:
+        rest, first = payload, True
+        while True:
+            left = BLOCK_SIZE - len(data) % BLOCK_SIZE
+            if left < 7:
+                data += b"\x00" * left  # block padding
+                continue
+            chunk, rest = rest[: left - 7], rest[left - 7 :]
+            kind = (1 if not rest else 2) if first else (4 if not rest else 3)
+            data += b"\x00" * 4 + len(chunk).to_bytes(2, "little") + bytes([kind]) + chunk
+            first = False
+            if not rest:
+                break
+    path.write_bytes(bytes(data[: len(data) - torn]))
+
+
+def test_records_come_back_whole_across_blocks_and_padding(tmp_path: Path) -> None:
+    # header 7 + (7 + 10) + (7 + 2nd) leaves 3 bytes of the first block: padding before the 3rd
+    sizes = [10, BLOCK_SIZE - 7 - 17 - 7 - 3, 0, 40_000, 100_000, 5]
+    payloads = [os.urandom(size) for size in sizes]
+    write_log(tmp_path / "run.wandb", payloads)
+    assert list(records(tmp_path / "run.wandb")) == payloads
+
+
+def test_a_torn_last_record_is_dropped_and_a_foreign_file_refused(tmp_path: Path) -> None:
+    payloads = [os.urandom(100), os.urandom(200)]
+    write_log(tmp_path / "run.wandb", payloads, torn=50)
+    assert list(records(tmp_path / "run.wandb")) == payloads[:1]
+    (tmp_path / "other.wandb").write_bytes(b"PK\x03\x04 not a run")
+    with pytest.raises(WandbFileError, match="not a W&B run file"):
+        list(records(tmp_path / "other.wandb"))
+
+
+def test_config_is_flattened_to_dotted_keys_and_tags_name_the_attack_strength() -> None:
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None, "f": {}}) == {
+        "a.b": 1,
+        "a.c.d": [1, 2],
+        "e": None,
+        "f": {},
+    }
+    attack = {"steps": 1, "step_size": 0.2, "epsilon": 0.2, "norm": "linf", "keep_best": False}
+    assert run_tags("mnist5k", 0.5, "dds_adv", "mnist_strong", attack) == [
+        "dataset=mnist5k",
+        "sigma=0.5",
+        "method=dds_adv",
+        "attack=mnist_strong",
+        "attack.steps=1",
+        "attack.step_size=0.2",
+        "attack.epsilon=0.2",
+        "attack.norm=linf",
+    ]
+    # methods that never read the attack get no attack tag; an absent field gives no tag
+    assert run_tags("mnist5k", None, "dds_finetune", "mnist", attack) == [
+        "dataset=mnist5k",
+        "method=dds_finetune",
+    ]
+    assert (
+        sweep_group("/x/multirun/train/2026-01-01_10-00-00", "mnist5k_grid")
+        == "mnist5k_grid-2026-01-01_10-00-00"
+    )
