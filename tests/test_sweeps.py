@@ -116,7 +116,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None
     assert result.returncode == 2, result.stderr[-3000:]
     assert "1 of 2 jobs failed (1 finished): #0 (" in result.stderr
     assert "certify.n=0" in result.stderr and "certify.n must be an integer >= 1" in result.stderr
-    summary = (tmp_path / "sweep" / "multirun_summary.tsv").read_text().splitlines()
+    summary = (tmp_path / "sweep" / "multirun_summary.txt").read_text().splitlines()
     assert [line.split("\t")[1] for line in summary[1:]] == ["failed", "finished"]
     assert len(list((tmp_path / "sweep").glob("1_*/certify.tsv"))) == 1
 

@@ -26,7 +26,8 @@ def write_log(path: Path, payloads: list[bytes], torn: int = 0) -> None:
                 continue
             chunk, rest = rest[: left - 7], rest[left - 7 :]
             kind = (1 if not rest else 2) if first else (4 if not rest else 3)
-            data += b"\x00" * 4 + len(chunk).to_bytes(2, "little") + bytes([kind]) + chunk
+            # the checksum is not verified by the reader; not zero, so padding cannot pass for a header
+            data += b"\xa5" * 4 + len(chunk).to_bytes(2, "little") + bytes([kind]) + chunk
             first = False
             if not rest:
                 break

@@ -17,21 +17,16 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 
-def override_key(argument: str) -> str:
-    """``+a.b=1`` -> ``a.b``: the key an override sets, without its ``+``/``++``/``~`` prefix."""
-    return argument.split("=", 1)[0].lstrip("+~")
-
-
 def expand_grids(
     grids: Sequence[Mapping[str, Any]], arguments: Sequence[str], parser: OverridesParser | None = None
 ) -> list[list[str]]:
     """The override list of every job, grid after grid, each job once (first occurrence kept)."""
     parser = parser or OverridesParser.create()
-    given = {override_key(argument) for argument in arguments}
     jobs: list[list[str]] = []
     seen: set[frozenset[str]] = set()
     for grid in grids or [{}]:
-        strings = [f"{key}={value}" for key, value in grid.items() if override_key(str(key)) not in given]
+        strings = [f"{key}={value}" for key, value in grid.items()]
+        # The arguments come last: for a key set twice, Hydra's split keeps the last value.
         overrides = parser.parse_overrides([*strings, *arguments])
         [batch] = BasicSweeper.split_arguments(overrides, None) or [[[]]]
         for job in batch:

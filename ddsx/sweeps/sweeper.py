@@ -2,7 +2,7 @@
 
 Hydra's basic sweeper re-raises the first failed job's exception as soon as its batch returns, so
 later batches never run and the exit message names one job. This one launches every batch, writes
-``multirun_summary.tsv`` (job number, status, overrides, error) into the sweep folder, logs one line
+``multirun_summary.txt`` (job number, status, overrides, error) into the sweep folder, logs one line
 per failed job, and ends with :class:`MultirunFailedError` naming them (exit code 2 through
 ``console_script``) when any failed. Jobs are the union of ``grids`` (see ``ddsx.sweeps.grid``);
 ``params`` (Hydra's usual single grid) still works.
@@ -24,7 +24,8 @@ from ddsx.errors import DDSXError
 from ddsx.sweeps.grid import expand_grids
 
 log = logging.getLogger(__name__)
-SUMMARY_FILE = "multirun_summary.tsv"
+# Tab-separated, but not .tsv: ddsx-report reads .tsv files below a sweep folder as result files.
+SUMMARY_FILE = "multirun_summary.txt"
 
 
 class MultirunFailedError(DDSXError):
