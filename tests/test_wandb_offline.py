@@ -78,3 +78,22 @@ def test_config_is_flattened_to_dotted_keys_and_tags_name_the_attack_strength() 
         sweep_group("/x/multirun/train/2026-01-01_10-00-00", "mnist5k_grid")
         == "mnist5k_grid-2026-01-01_10-00-00"
     )
+
+
+def test_ddsx_certify_logs_to_an_offline_w_and_b_run(compose_certify, tmp_path: Path, monkeypatch) -> None:
+    """ddsx-certify has no method or attack: the W&B tags must not need them (they once crashed it)."""
+    from ddsx.certification import read_results
+    from ddsx.certification.metrics import summarize
+    from ddsx.cli.certify import certify
+    from ddsx.report.wandb_offline import find_runs, read_run
+    from tests.test_certification_cli import write_checkpoint
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    cfg = compose_certify(f"ckpt_path={ckpt}", "certify.skip=30", "certify.max=3", "logger=wandb")
+    [path] = certify(cfg)
+    [folder] = find_runs([tmp_path / "run"])
+    run = read_run(folder)
+    assert run.job_type == "certify" and "dataset=digits" in run.tags and run.exit_code == 0
+    assert run.config["certify.n"] == 40 and run.config["certify_resolved.sigma"] == 0.5
+    assert run.summary["cert/acr"] == pytest.approx(summarize(read_results(path), [])["acr"])

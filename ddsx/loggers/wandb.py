@@ -69,7 +69,8 @@ def hydra_facts() -> dict[str, Any]:
         "choices": choices,
         "multirun": config.mode == RunMode.MULTIRUN,
         "sweep_dir": config.sweep.dir,
-        "job_name": config.job.name,
+        # the app, from its config's name (ddsx_train -> train); the job name is "app" under compose
+        "job_name": str(config.job.config_name or config.job.name).removeprefix("ddsx_"),
     }
 
 
