@@ -56,10 +56,13 @@ def test_certifies_the_best_checkpoint_and_logs_cert_metrics(compose_train) -> N
         "cert/abstain",
         "cert/clean_acc",
         "cert/examples",
+        "cert/samples_mean",
     }
     assert set(metrics) == expected
     assert metrics["cert/acc@0"] == pytest.approx(sum(r.correct for r in rows) / 5)
     assert metrics["cert/acr"] == pytest.approx(sum(r.radius * r.correct for r in rows) / 5)
+    # noisy copies per example after the n0 selection: n in fixed mode
+    assert metrics["cert/samples_mean"] == sum(r.samples for r in rows) / 5 == rows[0].n
     assert "checkpoints" in sidecar_path(path).read_text()  # the best checkpoint was certified
     logged = list(csv.DictReader(open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv")))
     assert any(row.get("cert/acr") for row in logged)
