@@ -80,20 +80,26 @@ def test_config_is_flattened_to_dotted_keys_and_tags_name_the_attack_strength() 
     )
 
 
-def test_ddsx_certify_logs_to_an_offline_w_and_b_run(compose_certify, tmp_path: Path, monkeypatch) -> None:
-    """ddsx-certify has no method or attack: the W&B tags must not need them (they once crashed it)."""
+def test_ddsx_certify_logs_to_an_offline_w_and_b_run(tmp_path: Path) -> None:
+    """ddsx-certify has no method or attack: the W&B tags must not need them (they once crashed it).
+    The console app itself, in its own process, as a user runs it."""
+    import subprocess
+
     from ddsx.certification import read_results
     from ddsx.certification.metrics import summarize
-    from ddsx.cli.certify import certify
     from ddsx.report.wandb_offline import find_runs, read_run
-    from tests.test_certification_cli import write_checkpoint
+    from tests.test_certification_cli import _command, _env, write_checkpoint
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
-    cfg = compose_certify(f"ckpt_path={ckpt}", "certify.skip=30", "certify.max=3", "logger=wandb")
-    [path] = certify(cfg)
+    command = _command(
+        tmp_path / "run", f"ckpt_path={ckpt}", "certify.skip=30", "certify.max=3", "logger=wandb"
+    )
+    command.remove("certify.sigma=0.25")  # the checkpoint's sigma
+    result = subprocess.run(command, env=_env() | {"WANDB_MODE": "offline"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
     [folder] = find_runs([tmp_path / "run"])
     run = read_run(folder)
     assert run.job_type == "certify" and "dataset=digits" in run.tags and run.exit_code == 0
     assert run.config["certify.n"] == 40 and run.config["certify_resolved.sigma"] == 0.5
-    assert run.summary["cert/acr"] == pytest.approx(summarize(read_results(path), [])["acr"])
+    rows = read_results(tmp_path / "run" / "certify.tsv")
+    assert run.summary["cert/acr"] == pytest.approx(summarize(rows, [])["acr"])
