@@ -102,7 +102,9 @@ def test_a_compiled_file_is_not_resumed_eagerly(tmp_path: Path) -> None:
         certify(tmp_path, "run", compile=False)
 
 
-def test_compile_failure_falls_back_to_eager_with_one_logged_line(monkeypatch, caplog, tmp_path: Path) -> None:
+def test_compile_failure_falls_back_to_eager_with_one_logged_line(
+    monkeypatch, caplog, tmp_path: Path
+) -> None:
     def broken_compile(module):
         def call(x):
             raise RuntimeError("inductor: no C++ compiler\nlong trace")
@@ -165,10 +167,14 @@ def test_autotune_picks_the_fastest_and_stops_at_out_of_memory(monkeypatch) -> N
             raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(autotune_module, "_timed", lambda run, size, device: size / rate[size])
-    chosen, trials = autotune_batch_size(run_batch, (64, 128, 256, 512, 1024, 2048, 4096), torch.device("cpu"))
+    chosen, trials = autotune_batch_size(
+        run_batch, (64, 128, 256, 512, 1024, 2048, 4096), torch.device("cpu")
+    )
     assert chosen == 256
     assert trials[-1] == Trial(2048, None, "out of memory") and 4096 not in ran
-    assert "256" in format_trials(trials, chosen).splitlines()[3] and "<- chosen" in format_trials(trials, 256)
+    assert "256" in format_trials(trials, chosen).splitlines()[3] and "<- chosen" in format_trials(
+        trials, 256
+    )
 
 
 def test_autotune_stops_after_two_clearly_slower_candidates_in_a_row(monkeypatch) -> None:

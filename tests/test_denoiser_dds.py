@@ -170,7 +170,7 @@ def test_activation_checkpointing_recomputes_the_unet_and_keeps_the_gradient():
     for checkpointing in (False, True):
         denoiser = DiffusionDenoiser(_tiny_unet(), ABAR, 0.5, num_steps=2, checkpointing=checkpointing)
         # A pre-hook: the recomputation stops early, once it has what the backward needs.
-        denoiser.unet.register_forward_pre_hook(lambda *_: calls.append(checkpointing))
+        denoiser.unet.register_forward_pre_hook(lambda *_, flag=checkpointing: calls.append(flag))
         x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), requires_grad=True)
         out = denoiser(x)
         out.square().sum().backward()
