@@ -116,3 +116,11 @@ def test_wandb_logger_runs_offline(compose_train, monkeypatch):
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "an offline W&B run folder must be written next to the run's outputs"
+
+
+def test_logger_none_with_the_default_callbacks_trains(compose_train):
+    # The default callbacks hold a LearningRateMonitor, which Lightning refuses without a logger.
+    cfg = compose_train("logger=none", "dataset=digits", "debug=fast_dev_run")
+    assert "lr_monitor" in cfg.callbacks
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/acc_clean"] <= 1.0

@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,11 +54,11 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
     model.run_config = resolved_container(cfg) | {
         "data_shape": {"num_classes": num_classes, "image_shape": list(image_shape)}
     }
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")),
-    )
+    loggers = instantiate_dict(cfg.get("logger"))
+    callbacks = instantiate_dict(cfg.get("callbacks"))
+    if not loggers:  # logger=none: a learning-rate monitor has nowhere to write, and Lightning refuses it
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     return datamodule, model, trainer
 
 
