@@ -7,6 +7,7 @@ import sys
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+from ddsx.cli import analyze as analyze_cli
 from ddsx.cli import denoiser as denoiser_cli
 from ddsx.cli import report as report_cli
 from ddsx.cli import train as train_cli
@@ -26,6 +27,12 @@ from ddsx.cli import train as train_cli
             "ddsx-denoiser: train a DDPM",
             ["ckpt_path=", "mode=convert"],
             ["method", "attack"],
+        ),
+        (
+            analyze_cli.main,
+            "ddsx-analyze: measure the covariate shift",
+            ["ckpt_path=", "lpips.weights=", "extra_sigmas="],
+            ["method", "certify", "denoiser_model"],
         ),
         (report_cli.main, "usage: ddsx-report", ["--skip-bad", "--compare"], []),
     ],
