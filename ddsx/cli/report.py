@@ -4,6 +4,7 @@
     ddsx-report multirun/certify/<sweep> --out figs   # every run of a sweep (searched recursively)
     ddsx-report a/certify.tsv b/certify.tsv --radii 0 0.5 1
     ddsx-report --compare fixed/certify.tsv sequential/certify.tsv
+    ddsx-report --paired dds_adv/certify.tsv dds_finetune/certify.tsv   # McNemar per radius, ACR interval
 
 In a multirun folder each run is labelled by the overrides that differ across its jobs (e.g.
 ``method=dds_adv attack.step_size=0.1 sigma=0.5``), with one table and one plot per sigma. Offline W&B
@@ -27,6 +28,7 @@ import matplotlib.pyplot as plt
 
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
+from ddsx.report.paired import paired_markdown, paired_report
 from ddsx.report.plots import plot_certified_accuracy
 from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, envelope_groups, load_run, load_runs
 from ddsx.report.tables import (
@@ -81,9 +83,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="two runs (files or run folders) on the same examples: certified accuracy per radius and samples ratio",
     )
+    parser.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="two runs on the same examples: McNemar's exact test per radius and a paired bootstrap "
+        "interval for ACR(A) - ACR(B)",
+    )
+    parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of --paired")
+    parser.add_argument("--confidence", type=float, default=0.95, help="bootstrap interval level of --paired")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed of --paired")
     args = parser.parse_args(argv)
-    if not args.paths and not args.compare:
-        parser.error("give result files or folders, or --compare A B")
+    if not args.paths and not args.compare and not args.paired:
+        parser.error("give result files or folders, or --compare A B, or --paired A B")
     return args
 
 
@@ -172,9 +185,22 @@ def compare(a: str, b: str, radii: Sequence[float]) -> str:
     return f"A: {run_a.label} ({a})\nB: {run_b.label} ({b})\n\n{to_markdown(table)}\n{line}\n"
 
 
+def paired(a: str, b: str, radii: Sequence[float], resamples: int, confidence: float, seed: int) -> str:
+    """The markdown of ``--paired``: McNemar's exact test per radius, the ACR difference and its interval."""
+    run_a, run_b = (load_run(_single_file(path)) for path in (a, b))
+    for run in (run_a, run_b):
+        if run.problem:
+            raise DDSXError(f"{run.path}: {run.problem}; a paired comparison needs whole runs")
+    tests, interval = paired_report(run_a.rows, run_b.rows, radii, resamples, confidence, seed)
+    return f"A: {run_a.label} ({a})\nB: {run_b.label} ({b})\n\n{paired_markdown(tests, interval)}"
+
+
 @console_script
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.paired:
+        print(paired(*args.paired, args.radii, args.resamples, args.confidence, args.seed))
+        return 0
     if args.compare:
         print(compare(*args.compare, radii=args.radii))
         return 0
