@@ -344,3 +344,39 @@ def test_multirun_report_labels_runs_by_overrides_with_a_table_and_plot_per_sigm
     assert markdown.split("## Best over sigma")[1].count("| attack=mnist") == 2
     paths = write_report(runs, RADII, tmp_path / "out")
     assert paths["sigma0.25"].is_file() and paths["sigma0.5"].is_file()
+
+
+def _with_train_seed(path: Path, seed: int) -> None:
+    sidecar = sidecar_path(path)
+    identity = json.loads(sidecar.read_text())
+    identity["info"]["run"]["seed"] = seed
+    sidecar.write_text(json.dumps(identity))
+
+
+def test_spread_over_training_seeds_is_mean_and_sample_sd(tmp_path: Path) -> None:
+    from ddsx.report.seeds import seed_groups, seed_table
+
+    # Three seeds of one method: accuracy at r = 0 100, 50, 0 % (mean 50, sample sd 50); at r = 1
+    # 50, 50, 0 % (mean 33.3, sd sqrt(2500 / 3) = 28.9); ACR 0.8, 0.5, 0 (mean 0.433, sd sqrt(0.49 / 3) = 0.404).
+    outcomes = {0: [(1, 1.0), (1, 0.6)], 1: [(1, 1.0), (0, 0.3)], 2: [(0, 0.2), (0, -1)]}
+    for seed, rows in outcomes.items():
+        _with_train_seed(write_run(tmp_path / f"dds_adv_seed{seed}", "dds_adv", 0.5, rows), seed)
+    # Another sigma and a run without a recorded seed: not part of the group.
+    _with_train_seed(write_run(tmp_path / "other_sigma", "dds_adv", 0.25, [(1, 1.0), (1, 1.0)]), 0)
+    write_run(tmp_path / "no_seed", "dds_adv", 0.5, [(1, 1.0), (1, 1.0)])
+    runs, _ = load_runs([tmp_path])
+    [group] = seed_groups(runs)
+    assert [run.train_seed for run in group] == [0, 1, 2]
+    header, [row] = seed_table([group], [0.0, 1.0])
+    assert header == ["run", "sigma", "seeds", "r=0", "r=1", "ACR"]
+    assert row[1:] == ["0.5", "0,1,2", "50.0 ± 50.0", "33.3 ± 28.9", "0.433 ± 0.404"]
+    markdown, _ = build_report(runs, [0.0, 1.0])
+    assert "## Spread over training seeds" in markdown and "0.433 ± 0.404" in markdown
+
+
+def test_runs_of_one_seed_make_no_spread(sweep: Path) -> None:
+    from ddsx.report.seeds import seed_groups
+
+    runs, _ = load_runs([sweep])
+    assert seed_groups(runs) == []
+    assert "Spread over training seeds" not in build_report(runs, RADII)[0]

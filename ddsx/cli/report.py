@@ -31,6 +31,7 @@ from ddsx.cli.errors import DDSXError, console_script
 from ddsx.report.paired import paired_markdown, paired_report
 from ddsx.report.plots import plot_certified_accuracy
 from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, envelope_groups, load_run, load_runs
+from ddsx.report.seeds import seed_groups, seed_table
 from ddsx.report.tables import (
     BEYOND_NOTE,
     GRID_NOTE,
@@ -47,6 +48,10 @@ NOTE = (
     "Certified accuracy (%) at l2 radius r (in [0,1] pixel units); ACR = average certified radius; "
     "clean acc = certified accuracy at r = 0 (smoothed prediction correct, abstentions wrong); "
     "examples = rows in the file; n = Monte Carlo samples per example, alpha = failure probability."
+)
+SEEDS_NOTE = (
+    "mean ± sample standard deviation over runs that differ only in the seed their classifier was "
+    "trained with (same method, sigma, digits, n, alpha and certification noise)."
 )
 GROUPING = (
     "An envelope takes the best over runs that differ in sigma alone: same "
@@ -129,6 +134,11 @@ def build_report(
         markdown += f"No best-over-sigma envelope: no two runs differ in sigma alone. {GROUPING}\n\n"
     if wandb_runs:
         markdown += "## Offline W&B runs\n\n" + to_markdown(wandb_table(wandb_runs, radii)) + "\n"
+    groups = seed_groups(runs)
+    if groups:
+        markdown += (
+            f"## Spread over training seeds\n\n{to_markdown(seed_table(groups, radii))}\n{SEEDS_NOTE}\n\n"
+        )
     markdown += "Runs:\n\n" + "".join(f"- {run.label}: `{_shown(run.path, out)}`\n" for run in runs)
     markdown += "".join(f"- W&B {w.name} ({w.job_type}): `{_shown(w.path, out)}`\n" for w in wandb_runs)
     if bad:

@@ -55,6 +55,7 @@ class Run:
     mode: str = "fixed"
     split: str | None = None
     certify_seed: int | None = None
+    train_seed: int | None = None  # the seed the classifier was trained with (ddsx-train's run config)
     examples_planned: int | None = None
     samples: list[int] = field(default_factory=list)  # samples used per row after n0 (sequential files)
     torn: bool = False
@@ -190,6 +191,8 @@ def _describe(run: Run, identity: dict[str, Any]) -> None:
         run.denoiser = Path(str(source)).name  # the denoiser's folder says more than its class
     run.method = str(info.get("run", {}).get("method") or "?")
     run.classifier = str(info.get("run", {}).get("classifier") or "")
+    train_seed = info.get("run", {}).get("seed")
+    run.train_seed = train_seed if isinstance(train_seed, int) and not isinstance(train_seed, bool) else None
     run.examples_planned = _planned(settings.get("split_size"), info.get("skip"), info.get("max"))
     run.extra = {"split": run.split, "radii": info.get("radii") or settings.get("radii")}
 
