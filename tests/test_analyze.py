@@ -202,3 +202,24 @@ def test_without_attack_the_attacked_quantities_equal_the_denoised_ones(
     for attacked, plain in pairs:
         assert values[attacked] == pytest.approx(values[plain], rel=1e-6, abs=1e-9), attacked
     assert values[("kl_denoised", name)] > 0
+
+
+@pytest.mark.slow
+def test_lpips_reads_its_backbone_from_the_given_file_only(tmp_path: Path) -> None:
+    # A randomly initialised AlexNet saved to disk stands for the real weight file (never downloaded).
+    import torchvision
+
+    from ddsx.analysis.metrics import LPIPSDistance
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.alexnet(weights=None)
+    path = tmp_path / "alexnet.pth"
+    torch.save(backbone.state_dict(), path)
+    metric = LPIPSDistance(path, "alex")
+    first_conv = metric.net.net.slice1[0].weight
+    assert torch.equal(first_conv, backbone.features[0].weight)
+    images = torch.rand(2, 1, 28, 28)
+    metric.update(images, images)
+    assert float(metric.compute()) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        LPIPSDistance(tmp_path / "nowhere.pth")
