@@ -223,3 +223,49 @@ def test_lpips_reads_its_backbone_from_the_given_file_only(tmp_path: Path) -> No
     assert float(metric.compute()) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         LPIPSDistance(tmp_path / "nowhere.pth")
+
+
+def _update_one_half(rank: int, port: int, results) -> None:
+    """One of two gloo processes: its half of the data, then ``compute`` (which gathers both halves)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        data = torch.arange(24, dtype=torch.float64).view(6, 1, 2, 2)
+        metrics = [NoiseMisestimation(), MeanL2Distance(), Accuracy(), MeanKLDivergence()]
+        # Rank 0 gets 2 examples, rank 1 gets 4: an unweighted mean of the two halves would be wrong.
+        part = data[:2] if rank == 0 else data[2:]
+        labels = torch.tensor([0, 1, 1, 0, 1, 0])[:2] if rank == 0 else torch.tensor([0, 1, 1, 0, 1, 0])[2:]
+        logits = torch.stack([part.flatten(1).sum(1), 2 * part.flatten(1).mean(1)], dim=1)
+        metrics[0].update(part, torch.zeros_like(part))
+        metrics[1].update(part, torch.zeros_like(part))
+        metrics[2].update(logits, labels)
+        metrics[3].update(logits, logits.flip(1))
+        results[rank] = [float(m.compute()) for m in metrics]
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_metrics_gather_every_process_under_ddp() -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_update_one_half, args=(port, results), nprocs=2, join=True)
+    data = torch.arange(24, dtype=torch.float64).view(6, 1, 2, 2)
+    labels = torch.tensor([0, 1, 1, 0, 1, 0])
+    logits = torch.stack([data.flatten(1).sum(1), 2 * data.flatten(1).mean(1)], dim=1)
+    whole = [NoiseMisestimation(), MeanL2Distance(), Accuracy(), MeanKLDivergence()]
+    whole[0].update(data, torch.zeros_like(data))
+    whole[1].update(data, torch.zeros_like(data))
+    whole[2].update(logits, labels)
+    whole[3].update(logits, logits.flip(1))
+    expected = [float(m.compute()) for m in whole]
+    assert results[0] == pytest.approx(expected, rel=1e-12)
+    assert results[1] == pytest.approx(expected, rel=1e-12)
