@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e '.[dev,launchers]'
+	@# Hydra finds plugins (hydra/sweeper=ddsx, DDSX_CONF_DIR) by listing the hydra_plugins namespace,
+	@# which setuptools' editable finder does not list: put the checkout itself on sys.path, as the
+	@# legacy `setup.py develop` did. A wheel install needs none of this.
+	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "ddsx_checkout.pth").write_text(str(pathlib.Path.cwd()) + "\n")'
 	touch $(STAMP)
 
 # The main job on the embedded default (mnist5k, no network): see README.md.
