@@ -17,20 +17,10 @@ from __future__ import annotations
 import torch
 
 from ddsx.denoisers.dds import DiffusionDenoiser
-from ddsx.denoisers.resolution import fit_to_model
 
 
 def _fit(denoiser: DiffusionDenoiser, images: torch.Tensor) -> torch.Tensor:
-    dtype, device = denoiser._model_dtype_device(images)
-    fitted, _ = fit_to_model(
-        images.to(device=device, dtype=dtype),
-        denoiser.model_size,
-        denoiser.resolution,
-        denoiser.interpolation,
-        denoiser.pad_mode,
-        denoiser.pad_value,
-    )
-    return fitted
+    return denoiser.to_model_grid(images)[0]
 
 
 def noise_at_t_star(

@@ -158,21 +158,25 @@ class DiffusionDenoiser(Denoiser):
             raise ValueError(
                 f"DiffusionDenoiser expects (N, C, H, W) images, got shape {tuple(x_noisy.shape)}"
             )
-        dtype, device = self._model_dtype_device(x_noisy)
-        x, undo = fit_to_model(
-            x_noisy.to(device=device, dtype=dtype),
-            self.model_size,
-            self.resolution,
-            self.interpolation,
-            self.pad_mode,
-            self.pad_value,
-        )
+        x, undo = self.to_model_grid(x_noisy)
         x0 = self._denoise_model_scale(2.0 * x - 1.0)
         out = undo((x0 + 1.0) / 2.0)
         if self.output_size is not None:
             out = resize(out, self.output_size, self.interpolation)
         # Bicubic resizing can overshoot [0,1] by a little; the contract is [0,1].
         return out.clamp(0.0, 1.0).to(device=x_noisy.device, dtype=x_noisy.dtype)
+
+    def to_model_grid(self, images: torch.Tensor):
+        """``images`` in the UNet's dtype, device and size (``resolution``), and the function undoing the size."""
+        dtype, device = self._model_dtype_device(images)
+        return fit_to_model(
+            images.to(device=device, dtype=dtype),
+            self.model_size,
+            self.resolution,
+            self.interpolation,
+            self.pad_mode,
+            self.pad_value,
+        )
 
     def _denoise_model_scale(self, y_noisy: torch.Tensor) -> torch.Tensor:
         """y_noisy = 2 x_noisy - 1 (N, C, S, S) -> x0^ in [-1, 1] via t* (and DDIM steps after it)."""
