@@ -192,8 +192,7 @@ class CertifySettings:
 
     def all_indices(self, dataset_size: int) -> list[int]:
         """The example indices of the whole run, every shard together."""
-        selected = list(range(0, int(dataset_size), self.skip))
-        return selected if self.max_examples is None else selected[: self.max_examples]
+        return selected_indices(dataset_size, self.skip, self.max_examples)
 
     @property
     def selection(self) -> str:
@@ -245,6 +244,17 @@ class CertifySettings:
         values["max"] = values.pop("max_examples")
         values["radii"] = list(self.radii)
         return values
+
+
+def selected_indices(
+    split_size: int, skip: int, max_examples: int | None, shard: int = 0, num_shards: int = 1
+) -> list[int]:
+    """Examples 0, skip, 2*skip, ... of the split, at most ``max_examples``, then every ``num_shards``-th
+    from the ``shard``-th: what a run (or one shard of it) certifies. Also read back from sidecars."""
+    selected = list(range(0, int(split_size), skip))
+    if max_examples is not None:
+        selected = selected[:max_examples]
+    return selected[shard::num_shards]
 
 
 def _is_int(value: Any) -> bool:

@@ -33,6 +33,7 @@ from ddsx.certification.result_file import (
     sidecar_path,
     split_contents,
 )
+from ddsx.certification.settings import selected_indices
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,11 @@ class ShardFile:
     def planned(self) -> int | None:
         """Rows this shard set out to write: its share of every ``skip``-th example, at most ``max``."""
         settings, info = self.identity.get("settings", {}), self.identity.get("info", {})
-        size = settings.get("split_size")
+        size, most = settings.get("split_size"), info.get("max")
         if not isinstance(size, int):
             return None
-        selected = range(0, size, int(info.get("skip") or 1))
-        if isinstance(info.get("max"), int):
-            selected = selected[: info["max"]]
-        return len(selected[self.shard :: self.num_shards])
+        most = most if isinstance(most, int) else None
+        return len(selected_indices(size, int(info.get("skip") or 1), most, self.shard, self.num_shards))
 
 
 def find_shard_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
 from ddsx.certification.result_file import BASE_COLUMNS
+from ddsx.certification.settings import selected_indices
 from ddsx.report.labels import differing_labels, job_overrides, without_sigma
 
 # Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
@@ -201,8 +202,8 @@ def _planned(split_size: Any, skip: Any, max_examples: Any) -> int | None:
     """How many rows the run set out to write: every ``skip``-th example of the split, at most ``max``."""
     if not isinstance(split_size, int):
         return None
-    planned = len(range(0, split_size, int(skip or 1)))
-    return min(planned, int(max_examples)) if isinstance(max_examples, int) else planned
+    most = max_examples if isinstance(max_examples, int) else None
+    return len(selected_indices(split_size, int(skip or 1), most))
 
 
 def _samples_column(data: bytes, path: Path) -> list[int]:
