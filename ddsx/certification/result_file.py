@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -186,6 +186,21 @@ def sidecar_path(path: str | Path) -> Path:
     """``results.tsv`` -> ``results.settings.json``."""
     path = Path(path)
     return path.with_name(path.stem + ".settings.json")
+
+
+def find_result_files(paths: Iterable[str | Path], keep: Callable[[Path], bool] = Path.is_file) -> list[Path]:
+    """Files as given; folders searched recursively for ``*.tsv`` (run or multirun folders), keeping
+    those ``keep`` accepts. Resolved, each once, in order; FileNotFoundError for a path that is neither."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*.tsv") if keep(p)))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {path}")
+    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def module_fingerprint(module: nn.Module | None) -> str:

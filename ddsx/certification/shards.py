@@ -28,6 +28,7 @@ from ddsx.certification.result_file import (
     ResultFile,
     ResultFileError,
     compared_fields,
+    find_result_files,
     header_columns,
     read_identity,
     sidecar_path,
@@ -65,16 +66,7 @@ class ShardFile:
 
 def find_shard_files(paths: Iterable[str | Path]) -> list[Path]:
     """Result files (``*.tsv`` with a ``*.settings.json`` beside them) given or under the given folders."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*.tsv") if sidecar_path(p).is_file())
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    return list(dict.fromkeys(p.resolve() for p in found))
+    return find_result_files(paths, keep=lambda p: sidecar_path(p).is_file())
 
 
 def read_shard(path: Path) -> ShardFile:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
-from ddsx.certification.result_file import BASE_COLUMNS
+from ddsx.certification.result_file import BASE_COLUMNS, find_result_files
 from ddsx.certification.settings import selected_indices
 from ddsx.report.labels import differing_labels, job_overrides, without_sigma
 
@@ -135,20 +135,6 @@ class BadFile:
     # False for a .tsv that is not a certification file at all (notes, another tool's table): skipped
     # with a note. True for a certification file that cannot be read: the report refuses it.
     unreadable: bool = True
-
-
-def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders searched recursively for ``*.tsv`` (run folders, multirun folders)."""
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*.tsv") if p.is_file()))
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise FileNotFoundError(f"no such file or folder: {path}")
-    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def load_run(path: Path) -> Run:
