@@ -36,7 +36,7 @@ from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidS
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
-from ddsx.loggers import close_loggers
+from ddsx.loggers import closed_after
 from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
@@ -108,7 +108,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     )
     if fabric.global_rank == 0:
         loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
-        try:
+        with closed_after(loggers):
             for logger in loggers:
                 logger.log_hyperparams(resolved_container(cfg) | {"certify_resolved": settings.as_dict()})
             for target, path in zip(certifier.targets, paths, strict=True):
@@ -116,10 +116,6 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
                 prefix = "cert/" if len(paths) == 1 else f"cert/{target.name}/"
                 log_certification(loggers, rows, settings.radii, path, prefix=prefix)
                 log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
-        except BaseException:
-            close_loggers(loggers, failed=True)
-            raise
-        close_loggers(loggers, failed=False)
     return paths
 
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
-from ddsx.loggers import close_loggers
+from ddsx.loggers import closed_after
 from ddsx.models.checkpoints import load_classifier, read_checkpoint
 from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
@@ -67,13 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # W&B stays offline unless the user says otherwise (this machine may have no network at all).
     os.environ.setdefault("WANDB_MODE", "offline")
     datamodule, model, trainer = build_training(cfg)
-    try:
-        metrics = fit_and_test(cfg, datamodule, model, trainer)
-    except BaseException:
-        close_loggers(trainer.loggers, failed=True)
-        raise
-    close_loggers(trainer.loggers, failed=False)
-    return metrics
+    with closed_after(trainer.loggers):
+        return fit_and_test(cfg, datamodule, model, trainer)
 
 
 def fit_and_test(

@@ -7,11 +7,24 @@ in one run id. Every job therefore finishes its W&B run, with exit code 1 when i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+
+@contextlib.contextmanager
+def closed_after(loggers: Iterable[object]) -> Iterator[None]:
+    """Run the block, then close ``loggers``: as failed if it raised (the error goes on), else as success."""
+    loggers = list(loggers)
+    try:
+        yield
+    except BaseException:
+        close_loggers(loggers, failed=True)
+        raise
+    close_loggers(loggers, failed=False)
 
 
 def close_loggers(loggers: Iterable[object], failed: bool) -> None:
