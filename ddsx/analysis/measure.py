@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.image import StructuralSimilarityIndexMeasure
@@ -33,7 +32,7 @@ from ddsx.analysis.metrics import (
 )
 from ddsx.analysis.noise import noise_at_t_star
 from ddsx.denoisers.dds import DiffusionDenoiser
-from ddsx.methods.noise_attack import AttackResult, AttackStrength, frozen, worst_case_noise_shift
+from ddsx.methods.noise_attack import AttackStrength, attack_denoised_noise
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -93,27 +92,6 @@ def build_metrics(
     return metrics
 
 
-def attack_noise(
-    denoiser: nn.Module,
-    classifier: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: torch.Tensor,
-    sigma: float,
-    strength: AttackStrength,
-) -> AttackResult:
-    """dds_adv's worst-case shift delta* of the noise eps against ``classifier`` (its training attack)."""
-
-    def denoised(delta: torch.Tensor) -> torch.Tensor:
-        return denoiser(x + sigma * (eps + delta))
-
-    def losses(inputs: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(classifier(inputs), y, reduction="none")
-
-    with frozen(classifier, strength.classifier_mode):
-        return worst_case_noise_shift(denoised, losses, x, strength)
-
-
 def noise_for(shape: torch.Size, seed: int, device: torch.device) -> torch.Tensor:
     """Standard normal noise drawn on the CPU from ``seed`` (the same numbers on every device)."""
     generator = torch.Generator().manual_seed(seed)
@@ -157,7 +135,7 @@ def measure_sigma(
             h = probe.classifier
             with torch.no_grad():
                 clean_logits, denoised_logits = h(x), h(denoised)
-            attack = attack_noise(denoiser, h, x, y, eps, sigma, strength)
+            attack = attack_denoised_noise(denoiser, h, x, y, eps, sigma, strength)
             with torch.no_grad():
                 attacked_logits = h(attack.inputs)
                 predicted_a, true_a = noise_at_t_star(denoiser, x, eps + attack.delta)

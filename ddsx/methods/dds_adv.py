@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ddsx.methods.base import ClassifierModule
-from ddsx.methods.noise_attack import AttackResult, AttackStrength, frozen, worst_case_noise_shift
+from ddsx.methods.noise_attack import AttackResult, AttackStrength, attack_denoised_noise
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,15 +42,7 @@ class DDSAdversarialModule(ClassifierModule):
 
     def attack_noise(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor) -> AttackResult:
         """delta* for the noise draw eps, with D(x + sigma * (eps + delta*)) and D(x + sigma * eps)."""
-
-        def denoised(delta: torch.Tensor) -> torch.Tensor:
-            return self.denoise(self.add_noise(x, eps + delta))
-
-        def losses(inputs: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(self.classifier(inputs), y, reduction="none")
-
-        with frozen(self.classifier, self.attack.classifier_mode):
-            return worst_case_noise_shift(denoised, losses, x, self.attack)
+        return attack_denoised_noise(self.denoise, self.classifier, x, y, eps, self.sigma, self.attack)
 
     def training_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         eps = torch.randn_like(x)

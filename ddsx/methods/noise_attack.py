@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Norm = Literal["linf", "l2"]
@@ -154,6 +155,28 @@ def worst_case_noise_shift(
         if strength.keep_best and best is not None:
             losses, delta, inputs = _keep_better(best, (loss_of_inputs(inputs), delta, inputs), expand)
     return AttackResult(delta.detach(), inputs.detach(), clean_inputs.detach())
+
+
+def attack_denoised_noise(
+    denoise: Callable[[torch.Tensor], torch.Tensor],
+    classifier: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: torch.Tensor,
+    sigma: float,
+    strength: AttackStrength,
+) -> AttackResult:
+    """dds_adv's attack: delta* maximising CE(h(D(x + sigma * (eps + delta))), y) per example, with h
+    frozen in ``strength.classifier_mode`` (training uses it, and so does ddsx-analyze)."""
+
+    def denoised(delta: torch.Tensor) -> torch.Tensor:
+        return denoise(x + sigma * (eps + delta))
+
+    def losses(inputs: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(classifier(inputs), y, reduction="none")
+
+    with frozen(classifier, strength.classifier_mode):
+        return worst_case_noise_shift(denoised, losses, x, strength)
 
 
 def _keep_better(best, candidate, expand):
