@@ -27,8 +27,8 @@ from ddsx.cli import CONF_DIR
 from ddsx.cli.certify import fabric_kwargs
 from ddsx.cli.errors import console_script, expected_errors
 from ddsx.denoisers.dds import DiffusionDenoiser
-from ddsx.denoisers.schedule import noise_levels
 from ddsx.errors import DDSXError
+from ddsx.loggers import closed_after
 from ddsx.methods.noise_attack import AttackStrength
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.logging import get_logger
@@ -94,7 +94,7 @@ def load_probes(cfg: DictConfig) -> list[Probe]:
 
 def check_sigmas(denoiser: DiffusionDenoiser, sigmas: list[float]) -> None:
     """Every sigma within the schedule's reach (t* exists), checked before any work is done."""
-    largest = float(noise_levels(denoiser.alphas_cumprod).max()) / 2.0
+    largest = float(denoiser.describe()["max_sigma"])
     beyond = [s for s in sigmas if s > largest]
     if beyond:
         raise DDSXError(
@@ -145,47 +145,48 @@ def analyze_on_process(fabric: Fabric, cfg: DictConfig, sigmas: list[float]) -> 
         len(sigmas),
         len(probes),
     )
-    rows, started = [], time.monotonic()
-    for i, sigma in enumerate(sigmas):
-        denoiser.set_sigma(sigma)
-        # Each (seed, sigma, process) its own noise stream; batch b adds b to it.
-        seed = ((int(cfg.seed) * 1000 + i) * 64 + fabric.global_rank) * 100_000
-        grid = measure_sigma(
-            denoiser,
-            probes,
-            batches,
-            metrics,
-            strength,
-            seed,
-            int(cfg.grid_examples) if fabric.global_rank == 0 else 0,
-            fabric.device,
-        )
-        values = computed(metrics)
-        rows += table_rows(sigma, values, total)
-        if fabric.global_rank == 0:
-            if grid is not None:
-                save_grid(grid, out / "grids" / f"sigma_{sigma:g}.png")
-            for logger in loggers:
-                logger.log_metrics(_logged(values, sigma), step=i)
-            elapsed = time.monotonic() - started
-            log.info(
-                "sigma %g (%d/%d, t*=%d): misestimation %.4f, l2 %.3f, ssim %.3f | %.0f s, about %.0f s left",
-                sigma,
-                i + 1,
-                len(sigmas),
-                denoiser.t_star,
-                values[("misestimation", NO_CLASSIFIER)],
-                values[("l2", NO_CLASSIFIER)],
-                values[("ssim", NO_CLASSIFIER)],
-                elapsed,
-                elapsed / (i + 1) * (len(sigmas) - i - 1),
-            )
     table = out / TABLE
-    if fabric.global_rank == 0:
-        write_tsv(rows, table)
-        plots = plot_quantities(rows, out / "plots")
-        _to_wandb(loggers, table, plots, sorted((out / "grids").glob("*.png")))
-        log.info("wrote %s, %d plots in %s, grids in %s", table, len(plots), out / "plots", out / "grids")
+    with closed_after(loggers):  # W&B runs finish (failed if the analysis raised)
+        rows, started = [], time.monotonic()
+        for i, sigma in enumerate(sigmas):
+            denoiser.set_sigma(sigma)
+            # Each (seed, sigma, process) its own noise stream; batch b adds b to it.
+            seed = ((int(cfg.seed) * 1000 + i) * 64 + fabric.global_rank) * 100_000
+            grid = measure_sigma(
+                denoiser,
+                probes,
+                batches,
+                metrics,
+                strength,
+                seed,
+                int(cfg.grid_examples) if fabric.global_rank == 0 else 0,
+                fabric.device,
+            )
+            values = computed(metrics)
+            rows += table_rows(sigma, values, total)
+            if fabric.global_rank == 0:
+                if grid is not None:
+                    save_grid(grid, out / "grids" / f"sigma_{sigma:g}.png")
+                for logger in loggers:
+                    logger.log_metrics(_logged(values, sigma), step=i)
+                elapsed = time.monotonic() - started
+                log.info(
+                    "sigma %g (%d/%d, t*=%d): misestimation %.4f, l2 %.3f, ssim %.3f | %.0f s, about %.0f s left",
+                    sigma,
+                    i + 1,
+                    len(sigmas),
+                    denoiser.t_star,
+                    values[("misestimation", NO_CLASSIFIER)],
+                    values[("l2", NO_CLASSIFIER)],
+                    values[("ssim", NO_CLASSIFIER)],
+                    elapsed,
+                    elapsed / (i + 1) * (len(sigmas) - i - 1),
+                )
+        if fabric.global_rank == 0:
+            write_tsv(rows, table)
+            plots = plot_quantities(rows, out / "plots")
+            _to_wandb(loggers, table, plots, sorted((out / "grids").glob("*.png")))
+            log.info("wrote %s, %d plots in %s, grids in %s", table, len(plots), out / "plots", out / "grids")
     return table
 
 
