@@ -21,6 +21,16 @@ class Row(Protocol):
     correct: int
 
 
+def certified_at(row: Row, radius: float) -> bool:
+    """One example's term of the certified accuracy at ``radius``: a correct prediction certified that far."""
+    return bool(row.correct) and row.radius >= radius
+
+
+def acr_term(row: Row) -> float:
+    """One example's term of the ACR: its radius when the prediction is correct, else 0."""
+    return row.radius if row.correct else 0.0
+
+
 class Tally:
     """Running sums over rows; ``add`` one row at a time (progress) or build from a list (summaries)."""
 
@@ -35,8 +45,8 @@ class Tally:
     def add(self, row: Row) -> None:
         self.count += 1
         self.abstained += int(row.predict == ABSTAIN)
+        self.radius_sum += acr_term(row)
         if row.correct:
-            self.radius_sum += row.radius
             self.radii.append(row.radius)
 
     def certified_accuracy(self, radius: float) -> float:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest
 
+from ddsx.certification.metrics import acr_term, certified_at
 from ddsx.certification.result_file import ResultRow
 from ddsx.errors import DDSXError
 
@@ -73,11 +74,6 @@ def paired_rows(
     return [(by_a[i], by_b[i]) for i in sorted(by_a)]
 
 
-def certified_at(row: ResultRow, radius: float) -> bool:
-    """Certified correctly at ``radius``: the certified prediction is right and its radius reaches r."""
-    return bool(row.correct) and row.radius >= radius
-
-
 def mcnemar_exact(a_only: int, b_only: int) -> float:
     """Two-sided exact McNemar p-value: binomial test of a_only out of a_only + b_only at p = 1/2."""
     if a_only < 0 or b_only < 0:
@@ -111,7 +107,7 @@ def mcnemar_per_radius(
 
 def certified_radii(rows: Sequence[ResultRow]) -> np.ndarray:
     """Per example, the radius if certified correctly, else 0: ACR is their mean."""
-    return np.array([row.radius if row.correct else 0.0 for row in rows], dtype=np.float64)
+    return np.array([acr_term(row) for row in rows], dtype=np.float64)
 
 
 def acr_difference_interval(
