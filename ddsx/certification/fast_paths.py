@@ -70,9 +70,6 @@ class CompiledOrEager:
             first_line[:200],
         )
 
-    def __getattr__(self, item: str) -> Any:  # describe(), sigma, ... of the wrapped module
-        return getattr(self.__dict__["module"], item)
-
 
 def prepare_model(
     module: nn.Module | None, name: str, *, compile: bool, channels_last: bool
