@@ -19,10 +19,6 @@ import torch
 from ddsx.denoisers.dds import DiffusionDenoiser
 
 
-def _fit(denoiser: DiffusionDenoiser, images: torch.Tensor) -> torch.Tensor:
-    return denoiser.to_model_grid(images)[0]
-
-
 def noise_at_t_star(
     denoiser: DiffusionDenoiser, x: torch.Tensor, eps: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,8 +30,8 @@ def noise_at_t_star(
     sigma = denoiser.sigma
     t_star = denoiser.t_star
     abar = float(denoiser.alphas_cumprod[t_star])
-    clean = _fit(denoiser, x)
-    noisy = _fit(denoiser, x + sigma * eps)
+    clean, _ = denoiser.to_model_grid(x)
+    noisy, _ = denoiser.to_model_grid(x + sigma * eps)
     x_t = abar**0.5 * (2.0 * noisy - 1.0)
     eps_true = (2.0 * (abar / (1.0 - abar)) ** 0.5) * (noisy - clean)  # = 2 sigma sqrt(abar/(1-abar)) eps
     timestep = torch.full((x_t.shape[0],), t_star, dtype=torch.long, device=x_t.device)
