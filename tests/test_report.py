@@ -380,3 +380,17 @@ def test_runs_of_one_seed_make_no_spread(sweep: Path) -> None:
     runs, _ = load_runs([sweep])
     assert seed_groups(runs) == []
     assert "Spread over training seeds" not in build_report(runs, RADII)[0]
+
+
+def test_a_multirun_over_the_training_seed_makes_one_spread(tmp_path: Path) -> None:
+    # `ddsx-train -m seed=0,1,2 ...`: the seed is in each run's label, yet the runs are one experiment.
+    from ddsx.report.seeds import seed_groups
+
+    root = tmp_path / "multirun"
+    for seed in range(3):
+        _job(root, f"{seed}_job", "dds_adv", 0.5, [(1, 0.6), (seed % 2, 0.3)], [f"seed={seed}", "sigma=0.5"])
+        _with_train_seed(root / f"{seed}_job" / "certify.tsv", seed)
+    runs, _ = load_runs([root])
+    assert sorted(run.group for run in runs) == ["seed=0", "seed=1", "seed=2"]
+    [group] = seed_groups(runs)
+    assert [run.train_seed for run in group] == [0, 1, 2]

@@ -19,6 +19,8 @@ MAX_DEPTH = 3
 # Keys that move files around without changing the experiment.
 IGNORED_PREFIXES = ("hydra.", "paths.", "certify.output", "ckpt_path", "merge.inputs")
 SIGMA_KEYS = ("sigma", "certify.sigma")
+# The classifier's training seed: runs differing in it alone are one experiment repeated.
+SEED_KEYS = ("seed",)
 
 
 def job_overrides(result_file: Path) -> dict[str, str] | None:
@@ -50,4 +52,9 @@ def differing_labels(overrides: Sequence[dict[str, str] | None]) -> list[str] | 
 
 def without_sigma(label: str) -> str:
     """The label less its sigma part: what runs sharing a best-over-sigma envelope have in common."""
-    return " ".join(part for part in label.split() if part.split("=", 1)[0] not in SIGMA_KEYS)
+    return without_keys(label, SIGMA_KEYS)
+
+
+def without_keys(label: str, keys: Sequence[str]) -> str:
+    """The label less its ``key=value`` parts for ``keys``."""
+    return " ".join(part for part in label.split() if part.split("=", 1)[0] not in keys)

@@ -1,8 +1,8 @@
 """The spread over training seeds: runs that are the same experiment but for their classifier's seed.
 
-Two runs belong together when they agree on everything ``Run.envelope_key`` names (method,
-classifier, denoiser, n, alpha, mode, digits, certification seed), on sigma, and differ in the
-training seed recorded in their sidecar. A table cell is the mean over those runs and the sample
+Two runs belong together when they agree on the envelope fields (method, classifier, denoiser, n,
+alpha, mode, digits, certification seed), on sigma and on a multirun's other overrides, and differ in
+the training seed recorded in their sidecar. A table cell is the mean over those runs and the sample
 standard deviation (n - 1 in the denominator) of certified accuracy at each radius and of ACR.
 """
 
@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Sequence
 
 from ddsx.certification.metrics import radius_key, summarize
-from ddsx.report.runs import Run
+from ddsx.report.labels import SEED_KEYS, SIGMA_KEYS, without_keys
+from ddsx.report.runs import ENVELOPE_FIELDS, Run
 from ddsx.report.tables import Table
 
 
@@ -22,7 +23,10 @@ def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
     for run in runs:
         if run.problem or run.train_seed is None:
             continue
-        groups.setdefault((run.sigma, run.envelope_key), []).append(run)
+        # In a multirun over seed=..., the seed is part of the label: the group key leaves it out.
+        sweep = without_keys(run.sweep_label, SIGMA_KEYS + SEED_KEYS)
+        fields = tuple(getattr(run, name) for name in ENVELOPE_FIELDS)
+        groups.setdefault((run.sigma, fields, sweep), []).append(run)
     found = []
     for members in groups.values():
         seeds = [run.train_seed for run in members]
