@@ -1,10 +1,11 @@
 """Time certifying several classifiers behind one denoiser: separate runs vs one multi-classifier run.
 
-Certifies the same mnist5k test digits with four LeNets behind one DDS denoiser in three ways, all in
-this process and on this machine, and prints the wall times side by side with their ratios:
+Certifies the same mnist5k test digits with k LeNets (four by default) behind one DDS denoiser in
+three ways, all in this process and on this machine, and prints the wall times side by side with their
+ratios:
 
-  A. four separate fixed-n runs (one result file each, the denoiser runs four times per noisy copy);
-  B. one multi-classifier fixed-n run (each noisy batch denoised once, classified by all four);
+  A. k separate fixed-n runs (one result file each, the denoiser runs k times per noisy copy);
+  B. one multi-classifier fixed-n run (each noisy batch denoised once, classified by all k);
   C. one multi-classifier sequential run (SEQ-CERT, budget n; each classifier stops on its own).
 
 It also checks that B's rows equal A's (timing columns aside).
@@ -79,9 +80,11 @@ def timeless(path: Path) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--denoiser", required=True, help="diffusers folder of the mnist5k DDPM")
-    parser.add_argument("--ckpt", nargs=4, help="four ddsx-train checkpoints (default: stand-in LeNets)")
+    parser.add_argument("--ckpt", nargs="+", help="ddsx-train checkpoints (default: four stand-in LeNets)")
+    parser.add_argument("--names", nargs="+", help="a label per --ckpt (default: " + ", ".join(NAMES) + ")")
     parser.add_argument("--sigma", type=float, default=0.5)
-    parser.add_argument("--max", type=int, default=100, help="test digits (every 10th)")
+    parser.add_argument("--max", type=int, default=100, help="test digits (every --skip-th)")
+    parser.add_argument("--skip", type=int, default=10)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--n0", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=500)
@@ -103,6 +106,9 @@ def main() -> None:
     else:
         classifiers = [m.to(device) for m in stand_in_lenets(datamodule, args.sigma)]
         kind = "stand-in LeNets (1 epoch on noisy digits, seeds 0-3), not the trained dds/dds_adv models"
+    names = args.names or list(NAMES)
+    if len(names) != len(classifiers):
+        parser.error(f"{len(names)} names for {len(classifiers)} classifiers")
     denoiser = load_diffusers_denoiser(args.denoiser, sigma=args.sigma).to(device).eval()
     common = {
         "sigma": args.sigma,
@@ -110,23 +116,23 @@ def main() -> None:
         "n": args.n,
         "alpha": 0.001,
         "batch_size": args.batch_size,
-        "skip": 10,
+        "skip": args.skip,
         "max": args.max,
         "progress": False,
     }
     work = Path(tempfile.mkdtemp(prefix="certify_multi_timing_"))
     try:
         separate, separate_paths = 0.0, []
-        for classifier, name in zip(classifiers, NAMES, strict=True):
+        for classifier, name in zip(classifiers, names, strict=True):
             seconds, [path] = certify(
                 common, [classifier], [name], denoiser, dataset, work / f"a_{name}", device
             )
             separate += seconds
             separate_paths.append(path)
-        multi, multi_paths = certify(common, classifiers, NAMES, denoiser, dataset, work / "b", device)
+        multi, multi_paths = certify(common, classifiers, names, denoiser, dataset, work / "b", device)
         sequential_settings = common | {"mode": "sequential", "check_every": args.check_every}
         seq, seq_paths = certify(
-            sequential_settings, classifiers, NAMES, denoiser, dataset, work / "c", device
+            sequential_settings, classifiers, names, denoiser, dataset, work / "c", device
         )
         identical = all(timeless(a) == timeless(b) for a, b in zip(separate_paths, multi_paths, strict=True))
 
@@ -137,19 +143,30 @@ def main() -> None:
             f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
             f"torch threads {torch.get_num_threads()}, denoiser {args.denoiser}"
         )
-        print(f"A  4 separate fixed runs          {separate:9.1f} s   1.00x")
+        print(f"A  {str(len(names)) + ' separate fixed runs':31s}{separate:9.1f} s   1.00x")
         print(f"B  1 multi-classifier fixed run   {multi:9.1f} s   {separate / multi:.2f}x faster than A")
         print(f"C  1 multi-classifier sequential  {seq:9.1f} s   {separate / seq:.2f}x faster than A")
         print(f"B's rows equal A's: {'yes' if identical else 'NO'}")
+        # Noisy copies the denoiser ran on: A once per classifier, B once, C as long as any classifier
+        # of the digit still needed copies (the most samples any of them used).
+        digits = len(read_results(multi_paths[0]))
+        per_digit: dict[int, int] = {}
+        for path in seq_paths:
+            for row in read_results(path):
+                per_digit[row.idx] = max(per_digit.get(row.idx, 0), row.samples)
+        print(
+            f"denoised copies: A {len(names) * digits * (args.n0 + args.n):,}, B {digits * (args.n0 + args.n):,}, "
+            f"C {sum(per_digit.values()):,}"
+        )
         print(
             "\nper classifier: certified accuracy at r = 0 / 0.5 / 1.0 (fixed | sequential), mean samples (seq)"
         )
-        for name, a, c in zip(NAMES, multi_paths, seq_paths, strict=True):
+        for name, a, c in zip(names, multi_paths, seq_paths, strict=True):
             fixed_rows, seq_rows = read_results(a), read_results(c)
             f, q = summarize(fixed_rows, [0, 0.5, 1.0]), summarize(seq_rows, [0, 0.5, 1.0])
             mean = sum(r.samples for r in seq_rows) / len(seq_rows)
             print(
-                f"  {name:13s} {f['acc@0']:.2f} {f['acc@0.5']:.2f} {f['acc@1']:.2f} | "
+                f"  {name:22s} {f['acc@0']:.2f} {f['acc@0.5']:.2f} {f['acc@1']:.2f} | "
                 f"{q['acc@0']:.2f} {q['acc@0.5']:.2f} {q['acc@1']:.2f}   {mean:7.1f}"
             )
     finally:

@@ -5,6 +5,7 @@
 #
 #   bash experiments/gpu_session.sh bench     # part 1: timings, alone on the GPU
 #   bash experiments/gpu_session.sh runs      # parts 2 and 3, side by side
+#   bash experiments/gpu_session.sh reproduce # part 4: issue 13's reproduction, in one call
 #
 # Inputs prepared on the CPU machine (ignored by git, carried to the device):
 #   .whl/                                     wheels the GPU image lacks (hydra-core, omegaconf, antlr4,
@@ -15,6 +16,13 @@
 #   1. make bench's GPU lines: experiments/bench/certify_speed.py and method_step.py on cuda
 #   2. experiments/sequential_vs_fixed.py on cuda (issue 10's fixed vs sequential comparison)
 #   3. experiments/mnist5k_compare.sh on cuda, full precision, then experiments/certify_multi_timing.py
+#   4. experiments/mnist5k_reproduce.sh (train, certify, analyze) with the denoiser of
+#      .devrun/repro_ckpt/denoisers/mnist5k_ddpm (make run's, with its quality.json), one pipeline per
+#      sigma side by side (JOBS trainings at a time in each), then certify_multi_timing.py on sigma 0.5's
+#      twelve DDS classifiers at n = 10,000 for the cost of separate fixed runs. Everything stops by
+#      DEADLINE seconds after the start, so the results are packed before the call's limit; the
+#      reproduction resumes from what came back (the tables are made on the CPU machine: STEPS=report).
+#      ACCEL=cpu and the scale knobs of mnist5k_reproduce.sh make a local smoke run of this part.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -27,7 +35,7 @@ export PYTHONPATH=/tmp/site:$ROOT PYTHONUNBUFFERED=1 DDSX_CHECKPOINTS=$ROOT/.dev
 [ -e ddsx/conf ] || ln -s ../conf ddsx/conf
 # Console scripts, as an install would make them (mnist5k_compare.sh puts .venv/bin first on PATH).
 mkdir -p .venv/bin
-for app in train certify denoiser report; do
+for app in train certify denoiser report analyze; do
     printf '#!/bin/sh\nexec python3 -c "import sys; sys.argv[0] = \\"ddsx-%s\\"; from ddsx.cli.%s import main; r = main(); sys.exit(r if isinstance(r, int) else 0)" "$@"\n' \
         "$app" "$app" > .venv/bin/ddsx-$app
     chmod +x .venv/bin/ddsx-$app
@@ -35,6 +43,51 @@ done
 { nvidia-smi; python3 -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))"; } > "$OUT/machine.txt" 2>&1
 
 PART=${1:-bench}
+if [ "$PART" = reproduce ]; then
+# 4. issue 13's reproduction
+start=$(date +%s)
+DEADLINE=${DEADLINE:-540}
+ACCEL=${ACCEL:-gpu}
+export DDSX_CHECKPOINTS=$ROOT/.devrun/repro_ckpt OMP_NUM_THREADS=1
+R=outputs/mnist5k_reproduce
+export TRAIN_EXTRA="trainer.accelerator=$ACCEL ${TRAIN_EXTRA:-}"
+# bf16 autocast and NHWC for the certification's forward passes (about half the time of fp32 on the H100,
+# experiments/bench/RESULTS.md); recorded in every result file's settings.
+CERTIFY_FAST=${CERTIFY_FAST-certify.autocast_dtype=bfloat16 certify.channels_last=true}
+export CERTIFY_EXTRA="trainer.accelerator=$ACCEL certify.batch_size=${CERTIFY_BATCH:-10000} $CERTIFY_FAST ${CERTIFY_EXTRA:-}"
+export ANALYZE_EXTRA="trainer.accelerator=$ACCEL batch_size=500 ${ANALYZE_EXTRA:-}"
+left() { echo $(( DEADLINE - ($(date +%s) - start) )); }
+logs=$R/device_logs  # in reproduce.tgz: at most 8 files come back from $OUT
+mkdir -p $logs
+OUT=$R STEPS=denoiser bash experiments/mnist5k_reproduce.sh > $logs/denoiser_check.log 2>&1
+for S in ${SIGMAS:-0.25 0.5 1.0}; do
+    OUT=$R SIGMAS=$S JOBS=${JOBS:-5} STEPS="train certify analyze" timeout $(( $(left) - ${TIMING_S:-60} )) \
+        bash experiments/mnist5k_reproduce.sh > $logs/pipeline_sigma$S.log 2>&1 &
+done
+wait
+echo "pipelines ended after $(( $(date +%s) - start )) s" | tee -a $logs/times.txt
+T=$R/train/sigma0.5
+ckpts=() names=()
+for name in standard dds_finetune dds_adv dds_adv_strong; do
+    for seed in ${SEEDS:-0 1 2}; do ckpts+=("$T/${name}_seed$seed/checkpoints/last.ckpt"); names+=("${name}_seed$seed"); done
+done
+timing=$R/certify_multi_timing_n10000.txt
+if ! grep -q "^exit 0" "$timing" 2> /dev/null; then
+    timeout $(( $(left) > 10 ? $(left) : 10 )) python3 experiments/certify_multi_timing.py --device "${ACCEL/gpu/cuda}" \
+        --denoiser "$DDSX_CHECKPOINTS/denoisers/mnist5k_ddpm" --ckpt "${ckpts[@]}" --names "${names[@]}" \
+        --n "${N:-10000}" --max "${TIMING_DIGITS:-10}" --batch-size "${CERTIFY_BATCH:-10000}" > "$timing" 2>&1
+    echo "exit $? after $(( $(date +%s) - start )) s" >> "$timing"
+fi
+cp "$timing" "$OUT/"
+tail -n 3 "$timing" $logs/pipeline_sigma*.log; cat $R/reproduce.log | tail -n 30
+# Back: every result, log and plot (no checkpoints), and each sigma's last.ckpt files (under 16 MiB each).
+tar czf "$OUT/reproduce.tgz" --exclude='*.ckpt' --exclude=wandb $R 2> /dev/null
+for S in ${SIGMAS:-0.25 0.5 1.0}; do
+    tar czf "$OUT/ckpt_sigma$S.tgz" $(find $R/train/sigma$S -name last.ckpt) 2> /dev/null
+done
+ls -la "$OUT"
+exit 0
+fi
 if [ "$PART" = bench ]; then
 # 1. timings, alone on the GPU
 timeout 420 python3 experiments/bench/certify_speed.py --device cuda > "$OUT/bench_gpu.txt" 2>&1

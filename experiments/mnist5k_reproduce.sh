@@ -15,6 +15,9 @@
 # Every step that finished leaves a .done marker in its run folder and is skipped on the next run; an
 # interrupted training resumes from its run folder's last.ckpt (ddsx-train does that by itself), an
 # interrupted certification from its result files (ddsx-certify does), the denoiser from its last.ckpt.
+# JOBS=k runs k trainings at a time (each one's output then goes to its run folder's stdout.log): on a
+# GPU the small LeNet steps leave the card mostly idle, so parallel runs share it well. STEPS picks the
+# steps (default: all of "denoiser train certify report analyze"), e.g. STEPS=report to redo the tables.
 # A tiny smoke scale (minutes):
 #   TRUST_DENOISER=1 SIGMAS=0.5 SEEDS=0 EPOCHS=1 DIGITS=4 SKIP=250 N=200 ANALYZE_DIGITS=8 ANALYZE_SIGMAS=2 \
 #     TRAIN_EXTRA="+trainer.limit_train_batches=2 +trainer.limit_val_batches=1 test=false" \
@@ -42,6 +45,8 @@ ANALYZE_SIGMAS=${ANALYZE_SIGMAS:-21}
 TRAIN_EXTRA=${TRAIN_EXTRA:-}
 CERTIFY_EXTRA=${CERTIFY_EXTRA:-}
 ANALYZE_EXTRA=${ANALYZE_EXTRA:-}
+JOBS=${JOBS:-1}
+STEPS=${STEPS:-denoiser train certify report analyze}
 
 DENOISER_DIR=$CHECKPOINTS/denoisers/mnist5k_ddpm
 # Hydra list syntax for the radii: [0,0.25,...]
@@ -60,10 +65,13 @@ done_or_run() {
     echo "$(( $(date +%s) - t0 )) s" > "$folder/.done"
     log "done: $folder in $(cat "$folder/.done")"
 }
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 # 1. The denoiser, as `make run` makes it: reused only when its quality.json meets the target.
 # TRUST_DENOISER=1 uses an existing folder without a quality record (say so in the results).
-if [ -f "$DENOISER_DIR/model_index.json" ] && [ -n "${TRUST_DENOISER:-}" ]; then
+if ! step denoiser; then
+    :
+elif [ -f "$DENOISER_DIR/model_index.json" ] && [ -n "${TRUST_DENOISER:-}" ]; then
     log "TRUST_DENOISER set: $DENOISER_DIR used without checking its quality target"
 elif [ -f "$DENOISER_DIR/model_index.json" ]; then
     ddsx-denoiser mode=check save_dir="$DENOISER_DIR" hydra.output_subdir=null hydra.run.dir="$OUT/denoiser_check"
@@ -75,24 +83,41 @@ else
 fi
 
 # 2. The classifiers: one run folder per (sigma, method, seed); its name labels the result files.
+# With JOBS > 1 every training runs in the background, at most JOBS at a time; the step fails after
+# all of them ended if any run folder lacks its .done marker.
+training_dirs=()
 train() {  # train <sigma> <seed> <name> <overrides...>
     local sigma=$1 seed=$2 name=$3; shift 3
     local dir="$OUT/train/sigma$sigma/${name}_seed$seed"
-    done_or_run "$dir" ddsx-train dataset=mnist5k classifier=lenet sigma="$sigma" seed="$seed" \
-        optimizer.lr=2e-3 trainer.max_epochs="$EPOCHS" "$@" $TRAIN_EXTRA hydra.run.dir="$dir"
+    local command=(done_or_run "$dir" ddsx-train dataset=mnist5k classifier=lenet sigma="$sigma" seed="$seed"
+        optimizer.lr=2e-3 trainer.max_epochs="$EPOCHS" "$@" $TRAIN_EXTRA hydra.run.dir="$dir")
+    if [ "$JOBS" -le 1 ]; then "${command[@]}"; return; fi
+    training_dirs+=("$dir")
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    mkdir -p "$dir"
+    "${command[@]}" > "$dir/stdout.log" 2>&1 &
 }
+# The costliest methods first, so that parallel runs (JOBS > 1) end close together.
 for S in $SIGMAS; do
+    step train || continue
     for seed in $SEEDS; do
-        train "$S" "$seed" gaussian method=gaussian
-        train "$S" "$seed" smoothadv method=smoothadv
-        # Trained on clean digits (denoiser only recorded, so it certifies with the others behind it).
-        train "$S" "$seed" standard method=standard denoiser=mnist5k
-        train "$S" "$seed" dds_finetune method=dds_finetune denoiser=mnist5k
-        train "$S" "$seed" dds_adv method=dds_adv attack=mnist denoiser=mnist5k
         # Its own method name, so that reports tell it from dds_adv (and group its seeds apart).
         train "$S" "$seed" dds_adv_strong method=dds_adv method.name=dds_adv_strong $STRONG_ATTACK denoiser=mnist5k
     done
+    for seed in $SEEDS; do train "$S" "$seed" dds_adv method=dds_adv attack=mnist denoiser=mnist5k; done
+    for seed in $SEEDS; do train "$S" "$seed" dds_finetune method=dds_finetune denoiser=mnist5k; done
+    for seed in $SEEDS; do train "$S" "$seed" smoothadv method=smoothadv; done
+    # Trained on clean digits (denoiser only recorded, so it certifies with the others behind it).
+    for seed in $SEEDS; do train "$S" "$seed" standard method=standard denoiser=mnist5k; done
+    for seed in $SEEDS; do train "$S" "$seed" gaussian method=gaussian; done
 done
+wait
+unfinished=()
+for dir in "${training_dirs[@]}"; do [ -f "$dir/.done" ] || unfinished+=("$dir"); done
+if [ ${#unfinished[@]} -gt 0 ]; then
+    log "failed trainings (see their stdout.log): ${unfinished[*]}"
+    exit 1
+fi
 
 # 3. Certification: per sigma, one multi-classifier run behind the denoiser, one without it.
 ckpts() {  # ckpts <sigma> <names...>: the Hydra list of their last.ckpt over SEEDS
@@ -106,6 +131,7 @@ ckpts() {  # ckpts <sigma> <names...>: the Hydra list of their last.ckpt over SE
 CERTIFY="certify.mode=sequential certify.n=$N certify.alpha=0.001 certify.skip=$SKIP certify.max=$DIGITS
     certify.seed=0 certify.radii=$RADII_LIST"
 for S in $SIGMAS; do
+    step certify || continue
     done_or_run "$OUT/certify/sigma$S/dds" ddsx-certify dataset=mnist5k denoiser=mnist5k \
         "ckpt_path=$(ckpts "$S" standard dds_finetune dds_adv dds_adv_strong)" $CERTIFY $CERTIFY_EXTRA \
         hydra.run.dir="$OUT/certify/sigma$S/dds"
@@ -115,6 +141,7 @@ for S in $SIGMAS; do
 done
 
 # 4. Tables (every result file) and paired comparisons on the same digits and noise, per sigma and seed.
+if step report; then
 mkdir -p "$RESULTS/paired"
 ddsx-report "$OUT/certify" --radii $RADII --out "$RESULTS/report" \
     --title "mnist5k, $DIGITS test digits, sequential budget $N, alpha 0.001" > "$OUT/report.log"
@@ -131,9 +158,11 @@ for S in $SIGMAS; do
     done
 done
 log "paired comparisons: $RESULTS/paired/"
+fi
 
 # 5. The covariate-shift analysis of the classifiers that go through the denoiser.
 for S in $SIGMAS; do
+    step analyze || continue
     dir="$OUT/analyze/sigma$S"
     list=""
     for name in standard dds_finetune dds_adv; do
