@@ -346,6 +346,30 @@ def test_multirun_report_labels_runs_by_overrides_with_a_table_and_plot_per_sigm
     assert paths["sigma0.25"].is_file() and paths["sigma0.5"].is_file()
 
 
+def test_a_multi_classifier_job_labels_each_file_by_its_method(tmp_path: Path) -> None:
+    # `ddsx-certify ckpt_path=[a,b] denoiser=mnist5k` writes certify.<name>.tsv per classifier in one job
+    # folder with one set of overrides; a job without the denoiser sits beside it.
+    root = tmp_path / "certify"
+    rows = [(1, 0.6), (0, 0.2)]
+    for job, methods, overrides in [
+        ("dds", ["dds_adv", "dds_finetune"], ["ckpt_path=[a,b]", "denoiser=mnist5k", "sigma=0.5"]),
+        ("no_denoiser", ["gaussian"], ["ckpt_path=[c]", "sigma=0.5"]),
+    ]:
+        (root / job / ".hydra").mkdir(parents=True)
+        for method in methods:
+            written = write_run(tmp_path / "tmp" / method, method, 0.5, rows)
+            target = root / job / f"certify.{method}.tsv"
+            sidecar_path(written).rename(sidecar_path(target))
+            written.rename(target)
+        (root / job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    runs, _ = load_runs([root])
+    assert sorted(run.label for run in runs) == [
+        "dds_adv denoiser=mnist5k sigma=0.5",
+        "dds_finetune denoiser=mnist5k sigma=0.5",
+        "gaussian sigma=0.5",
+    ]
+
+
 def _with_train_seed(path: Path, seed: int) -> None:
     sidecar = sidecar_path(path)
     identity = json.loads(sidecar.read_text())

@@ -227,8 +227,13 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[BadFile]]:
         except (ResultFileError, UnicodeDecodeError) as error:
             bad.append(BadFile(path, str(error)))
     labels = differing_labels([job_overrides(run.path) for run in runs])
+    # A multi-classifier job writes one file per classifier under the same overrides, which then cannot
+    # tell its methods apart: where the methods differ and the overrides do not name one, the label
+    # starts with the method (the sidecar's method.name).
+    methods_differ = len({run.method for run in runs}) > 1
     for run, label in zip(runs, labels or [], strict=False):
-        run.sweep_label = label
+        names_method = any(part.startswith(("method=", "method.name=")) for part in label.split())
+        run.sweep_label = f"{run.method} {label}".strip() if methods_differ and not names_method else label
     runs.sort(key=lambda r: (r.group, r.sigma if r.sigma is not None else float("inf"), str(r.path)))
     return runs, bad
 
