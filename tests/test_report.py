@@ -398,6 +398,17 @@ def test_spread_over_training_seeds_is_mean_and_sample_sd(tmp_path: Path) -> Non
     assert "## Spread over training seeds" in markdown and "0.433 ± 0.404" in markdown
 
 
+def test_spread_marks_radii_no_run_could_certify(tmp_path: Path) -> None:
+    from ddsx.report.seeds import seed_groups, seed_table
+
+    # n = 1,000 at sigma 0.25: at most 0.25 * PhiInv(0.001 ** (1 / 1000)) = 0.62 can be certified.
+    for seed in range(2):
+        _with_train_seed(write_run(tmp_path / f"s{seed}", "dds", 0.25, [(1, 0.5), (0, 0.1)], n=1000), seed)
+    runs, _ = load_runs([tmp_path])
+    _, [row] = seed_table(seed_groups(runs), [0.0, 1.0])
+    assert row[3:] == ["50.0 ± 0.0", "-", "0.250 ± 0.000"]
+
+
 def test_runs_of_one_seed_make_no_spread(sweep: Path) -> None:
     from ddsx.report.seeds import seed_groups
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from ddsx.certification.metrics import radius_key, summarize
 from ddsx.report.labels import SEED_KEYS, SIGMA_KEYS, without_keys
 from ddsx.report.runs import ENVELOPE_FIELDS, Run
-from ddsx.report.tables import Table
+from ddsx.report.tables import BEYOND, Table
 
 
 def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
@@ -47,8 +47,13 @@ def seed_table(groups: Sequence[Sequence[Run]], radii: Sequence[float]) -> Table
     for members in groups:
         summaries = [summarize(run.rows, radii) for run in members]
         cells = []
-        for key in [f"acc@{radius_key(r)}" for r in radii]:
-            mean, sd = mean_and_sd([100 * s[key] for s in summaries])
+        # The members share sigma, n and alpha, hence the largest certifiable radius.
+        reach = members[0].max_radius
+        for r in radii:
+            if reach is not None and r > reach:
+                cells.append(BEYOND)
+                continue
+            mean, sd = mean_and_sd([100 * s[f"acc@{radius_key(r)}"] for s in summaries])
             cells.append(f"{mean:.1f} ± {sd:.1f}")
         mean, sd = mean_and_sd([s["acr"] for s in summaries])
         seeds = ",".join(str(run.train_seed) for run in members)
