@@ -158,6 +158,12 @@ for S in $SIGMAS; do
     done
 done
 log "paired comparisons: $RESULTS/paired/"
+# One line per (sigma, pair, seed) and the seed-level test; the copies sequential + multi-classifier saved.
+python experiments/paired_summary.py "$OUT/certify" --sigmas $SIGMAS --seeds $SEEDS \
+    --pairs $PAIRS --radii $RADII > "$RESULTS/paired_summary.md"
+python experiments/certify_savings.py $(for S in $SIGMAS; do echo "$OUT/certify/sigma$S/dds $OUT/certify/sigma$S/no_denoiser"; done) \
+    > "$RESULTS/certify_savings.md"
+log "summaries: $RESULTS/paired_summary.md, $RESULTS/certify_savings.md"
 fi
 
 # 5. The covariate-shift analysis of the classifiers that go through the denoiser.
