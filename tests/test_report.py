@@ -317,6 +317,14 @@ def test_labels_are_the_overrides_that_differ_with_sigma_last() -> None:
         "method=dds_adv attack=mnist_strong sigma=0.25",
     ]
     assert differing_labels([jobs[0], None]) is None  # a run outside any Hydra job: no such labels
+    # Where a job ran is not what it measured: a GPU job and a CPU job of one method share a label.
+    on_gpu = {
+        "method": "gaussian",
+        "sigma": "1.0",
+        "trainer.accelerator": "gpu",
+        "certify.batch_size": "10000",
+    }
+    assert differing_labels([on_gpu, {"method": "gaussian", "sigma": "0.5"}]) == ["sigma=1.0", "sigma=0.5"]
 
 
 def test_multirun_report_labels_runs_by_overrides_with_a_table_and_plot_per_sigma(tmp_path: Path) -> None:

@@ -16,8 +16,20 @@ import yaml
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
 # How far above a result file its job folder may be (certify.tsv sits in the job folder itself).
 MAX_DEPTH = 3
-# Keys that move files around without changing the experiment.
-IGNORED_PREFIXES = ("hydra.", "paths.", "certify.output", "ckpt_path", "merge.inputs")
+# Keys that move files around or pick the hardware, without changing the experiment (a GPU job and a
+# CPU job of one certification are one experiment; certify.batch_size changes no certificate).
+IGNORED_PREFIXES = (
+    "hydra.",
+    "paths.",
+    "certify.output",
+    "ckpt_path",
+    "merge.inputs",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "certify.batch_size",
+)
 SIGMA_KEYS = ("sigma", "certify.sigma")
 # The classifier's training seed: runs differing in it alone are one experiment repeated.
 SEED_KEYS = ("seed",)
