@@ -7,7 +7,9 @@
 #   3. certification of the same test digits (every SKIP-th, DIGITS of them), alpha = 0.001, sequential
 #      with budget N, all classifiers of one sigma behind the one denoiser in one multi-classifier run
 #      (and gaussian + smoothadv, which have no denoiser, in another);
-#   4. ddsx-report tables (with the spread over seeds), paired comparisons (McNemar per radius, bootstrap ACR interval) per seed;
+#   4. the result files copied to RESULTS/certify, and from them ddsx-report tables (with the spread over
+#      seeds), paired comparisons per sigma and seed (McNemar per radius, bootstrap ACR interval) and their
+#      one-line summary with a test over seeds, the copies saved, and each training run's last metrics;
 #   5. ddsx-analyze on standard, dds_finetune and dds_adv (seed ANALYZE_SEED) of each sigma.
 #
 #   bash experiments/mnist5k_reproduce.sh          (from the repository root, after `make install`)
