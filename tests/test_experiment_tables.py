@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,36 @@ def test_paired_summary_lists_the_radii_a_method_leads_with_a_bonferroni_star() 
     assert summary.ahead(tests, first=True) == "0 (0.001*), 0.5 (0.03)"
     assert summary.ahead(tests, first=False) == "1 (0.01*)"
     assert summary.ahead(tests[1:2], first=False) == "none"
+
+
+def test_training_summary_takes_the_last_logged_value_of_each_metric(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    summary = _script("training_summary")
+    run = tmp_path / "train" / "sigma1.0" / "dds_adv_seed2"
+    (run / "csv").mkdir(parents=True)
+    # Lightning's CSV logger: one column group per row, the others empty.
+    (run / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/acc,train/delta_norm,test/acc_denoised\n"
+        "0,27,0.5,2.8,\n"
+        "1,55,0.75,2.7,\n"
+        "2,56,,,0.625\n"
+    )
+    (run / ".done").write_text("87 s\n")
+    (tmp_path / "train" / "sigma1.0" / "not_a_run").mkdir()
+    monkeypatch.setattr(sys, "argv", ["training_summary.py", str(tmp_path / "train")])
+    summary.main()
+    header, row = capsys.readouterr().out.splitlines()
+    cells = dict(zip(header.split("\t"), row.split("\t"), strict=True))
+    assert (cells["sigma"], cells["method"], cells["seed"], cells["wall_seconds"]) == (
+        "1.0",
+        "dds_adv",
+        "2",
+        "87",
+    )
+    assert (cells["train/acc"], cells["train/delta_norm"], cells["test/acc_denoised"]) == (
+        "0.75",
+        "2.7",
+        "0.625",
+    )
+    assert cells["test/acc_clean"] == "NA"
