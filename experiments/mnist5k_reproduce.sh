@@ -146,37 +146,37 @@ done
 # The result files (rows and their settings) are copied beside the tables, which are made from the
 # copies, so that every committed number can be recomputed from committed files.
 if step report; then
-CERTIFIED=$RESULTS/certify
-for S in $SIGMAS; do
-    for run in dds no_denoiser; do
-        mkdir -p "$CERTIFIED/sigma$S/$run"
-        cp "$OUT/certify/sigma$S/$run"/certify.*.tsv "$OUT/certify/sigma$S/$run"/certify.*.settings.json \
-            "$CERTIFIED/sigma$S/$run/"
-    done
-done
-mkdir -p "$RESULTS/paired"
-ddsx-report "$CERTIFIED" --radii $RADII --out "$RESULTS/report" \
-    --title "mnist5k, $DIGITS test digits, sequential budget $N, alpha 0.001" > "$OUT/report.log"
-log "tables: $RESULTS/report/report.md"
-PAIRS="dds_adv:dds_finetune dds_adv:standard dds_adv_strong:dds_finetune dds_adv_strong:dds_adv dds_finetune:standard"
-for S in $SIGMAS; do
-    for seed in $SEEDS; do
-        for pair in $PAIRS; do
-            a=${pair%%:*} b=${pair##*:}
-            ddsx-report --paired "$CERTIFIED/sigma$S/dds/certify.${a}_seed$seed.tsv" \
-                "$CERTIFIED/sigma$S/dds/certify.${b}_seed$seed.tsv" --radii $RADII --seed 0 \
-                > "$RESULTS/paired/sigma${S}_seed${seed}_${a}_vs_${b}.md"
+    CERTIFIED=$RESULTS/certify
+    for S in $SIGMAS; do
+        for run in dds no_denoiser; do
+            mkdir -p "$CERTIFIED/sigma$S/$run"
+            cp "$OUT/certify/sigma$S/$run"/certify.*.tsv "$OUT/certify/sigma$S/$run"/certify.*.settings.json \
+                "$CERTIFIED/sigma$S/$run/"
         done
     done
-done
-log "paired comparisons: $RESULTS/paired/"
-# One line per (sigma, pair, seed) and the seed-level test; the copies sequential + multi-classifier saved.
-python experiments/paired_summary.py "$CERTIFIED" --sigmas $SIGMAS --seeds $SEEDS \
-    --pairs $PAIRS --radii $RADII > "$RESULTS/paired_summary.md"
-python experiments/certify_savings.py $(for S in $SIGMAS; do echo "$CERTIFIED/sigma$S/dds $CERTIFIED/sigma$S/no_denoiser"; done) \
-    > "$RESULTS/certify_savings.md"
-python experiments/training_summary.py "$OUT/train" > "$RESULTS/training.tsv"
-log "summaries: $RESULTS/paired_summary.md, $RESULTS/certify_savings.md, $RESULTS/training.tsv"
+    mkdir -p "$RESULTS/paired"
+    ddsx-report "$CERTIFIED" --radii $RADII --out "$RESULTS/report" \
+        --title "mnist5k, $DIGITS test digits, sequential budget $N, alpha 0.001" > "$OUT/report.log"
+    log "tables: $RESULTS/report/report.md"
+    PAIRS="dds_adv:dds_finetune dds_adv:standard dds_adv_strong:dds_finetune dds_adv_strong:dds_adv dds_finetune:standard"
+    for S in $SIGMAS; do
+        for seed in $SEEDS; do
+            for pair in $PAIRS; do
+                a=${pair%%:*} b=${pair##*:}
+                ddsx-report --paired "$CERTIFIED/sigma$S/dds/certify.${a}_seed$seed.tsv" \
+                    "$CERTIFIED/sigma$S/dds/certify.${b}_seed$seed.tsv" --radii $RADII --seed 0 \
+                    > "$RESULTS/paired/sigma${S}_seed${seed}_${a}_vs_${b}.md"
+            done
+        done
+    done
+    log "paired comparisons: $RESULTS/paired/"
+    # One line per (sigma, pair, seed) and the seed-level test; the copies sequential + multi-classifier saved.
+    python experiments/paired_summary.py "$CERTIFIED" --sigmas $SIGMAS --seeds $SEEDS \
+        --pairs $PAIRS --radii $RADII > "$RESULTS/paired_summary.md"
+    python experiments/certify_savings.py $(for S in $SIGMAS; do echo "$CERTIFIED/sigma$S/dds $CERTIFIED/sigma$S/no_denoiser"; done) \
+        > "$RESULTS/certify_savings.md"
+    python experiments/training_summary.py "$OUT/train" > "$RESULTS/training.tsv"
+    log "summaries: $RESULTS/paired_summary.md, $RESULTS/certify_savings.md, $RESULTS/training.tsv"
 fi
 
 # 5. The covariate-shift analysis of the classifiers that go through the denoiser.
