@@ -188,7 +188,7 @@ class CertifySettings:
     def indices(self, dataset_size: int) -> list[int]:
         """The example indices this job certifies: of 0, skip, 2*skip, ... (at most ``max_examples``),
         every ``num_shards``-th from the ``shard``-th (all of them with one shard)."""
-        return self.all_indices(dataset_size)[self.shard :: self.num_shards]
+        return selected_indices(dataset_size, self.skip, self.max_examples, self.shard, self.num_shards)
 
     def all_indices(self, dataset_size: int) -> list[int]:
         """The example indices of the whole run, every shard together."""
