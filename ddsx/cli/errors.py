@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ddsx.errors import DDSXError
+from ddsx.sweeps import in_multirun_job
 from ddsx.utils.warnings import silence_known_warnings
 
 EXIT_CODE = 2
@@ -143,7 +144,7 @@ def _exit_if_expected(error: BaseException, prog: str, to_log_file: bool = False
             if isinstance(handler, logging.FileHandler):
                 handler.handle(record)
     print(f"{prog}: error: {message} [--debug shows the traceback]", file=sys.stderr, flush=True)
-    if to_log_file and _in_multirun_job() and _interrupt_of(error) is None:
+    if to_log_file and in_multirun_job() and _interrupt_of(error) is None:
         # An exit here would end the whole multirun; an exception is recorded as this job's failure
         # and the sweeper goes on with the other jobs (ddsx.sweeps.sweeper).
         raise JobFailedError(message) from error
@@ -152,13 +153,6 @@ def _exit_if_expected(error: BaseException, prog: str, to_log_file: bool = False
 
 class JobFailedError(DDSXError):
     """An expected error ended one job of a multirun (its message was printed)."""
-
-
-def _in_multirun_job() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _prog(function: Callable[..., Any]) -> str:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ddsx.sweeps import in_multirun_job
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -32,9 +33,8 @@ def limit_threads() -> int | None:
     """In a multirun job: set torch's thread count to this job's share of the cores; returns it."""
     import torch
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun_job():
         return None
     threads = threads_per_job(HydraConfig.get().launcher, os.cpu_count() or 1)
     if threads is not None:
