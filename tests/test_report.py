@@ -203,14 +203,20 @@ def test_incomplete_torn_and_mixed_files_are_flagged_and_never_in_an_envelope(tm
     mixed = write_run(tmp_path / "mixed", "gaussian", 0.75, [(1, 0.9), (1, 0.8)])
     lines = mixed.read_text().splitlines(keepends=True)
     mixed.write_text("".join(lines[:2]) + lines[2].replace("\t0.75\t", "\t0.5\t"))
-    runs, _ = load_runs([tmp_path])
+    # Without settings the rows alone show the mix; with them, the row validator refuses the odd row.
+    unknown = tmp_path / "unknown" / "certify.tsv"
+    unknown.parent.mkdir()
+    unknown.write_bytes(mixed.read_bytes())
+    runs, bad = load_runs([tmp_path])
     status = {run.path.parent.name: run.problem for run in runs}
     assert status == {
         "whole": "",
         "incomplete": "incomplete 1/4",
         "torn": "torn last line",
-        "mixed": "mixes sigmas 0.5,0.75",
+        "unknown": "mixes sigmas 0.5,0.75",
     }
+    assert [(b.path, b.unreadable) for b in bad] == [(mixed, True)]
+    assert f"{mixed}:3: idx 1 has sigma=0.5, its settings say sigma=0.75" in bad[0].reason
     assert envelope_table(runs, RADII)[1] == []  # only one usable run: nothing to take the best over
     assert whole.exists() and incomplete.exists()
 

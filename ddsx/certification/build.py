@@ -62,11 +62,13 @@ def build_certifier(
     dataset_name: str,
     num_classes: int,
     device: torch.device | str = "cpu",
+    split_seed: int | None = None,
 ) -> Certifier:
     """The engine for ``classifiers`` behind one ``denoiser`` (already tuned to ``settings.sigma``).
 
     One classifier writes ``settings.output``; several write ``<stem>.<name><suffix>`` beside it,
-    each with its own settings sidecar, so each resumes independently.
+    each with its own settings sidecar, so each resumes independently. ``split_seed`` (the
+    datamodule's) is recorded with the split's fingerprint and compared on resume.
     """
     device = torch.device(device)
     settings = settings.resolved_for(device)  # autocast "auto" -> what runs here, as files record it
@@ -94,6 +96,7 @@ def build_certifier(
             noise_block_size=block,
             model_source=spec.source,
             run_info=run_info(spec.run_config, **spec.info),
+            split_seed=split_seed,
         )
         targets.append(Target(spec.classifier, output, identity, spec.name))
     return Certifier(settings, denoiser, targets, int(num_classes), device)

@@ -99,6 +99,7 @@ class CertifyCallback(Callback):
                     dataset_name=getattr(datamodule, "name", type(datamodule).__name__),
                     num_classes=datamodule.num_classes,
                     device=device,
+                    split_seed=getattr(datamodule, "split_seed", None),
                 )
                 strategy = trainer.strategy
                 [path] = certifier.run(

@@ -35,6 +35,7 @@ from ddsx.certification.result_file import (
     ResultRow,
     format_elapsed,
 )
+from ddsx.certification.selection import label_lookup
 from ddsx.certification.settings import CertifySettings
 from ddsx.smoothing import example_generator
 from ddsx.smoothing.noise import GaussianStream
@@ -215,7 +216,8 @@ class Certifier:
             message = share(None if failure is None else str(failure))
             if message is not None:  # every process stops, each with rank 0's reason
                 raise failure or ResultFileLockedError(f"(rank {rank}) {message}")
-            done = [target.file.validate(target.identity, split_indices) for target in self.targets]
+            labels = label_lookup(dataset)  # the rows already done must carry the data's labels
+            done = [target.file.validate(target.identity, labels) for target in self.targets]
             todo = [
                 (
                     pos,

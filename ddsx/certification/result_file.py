@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -172,11 +172,24 @@ def read_results(path: str | Path) -> list[ResultRow]:
     contents = split_contents(path)
     if not contents.header:
         return []
-    columns = header_columns(contents.header, str(path))
-    return [
-        parse_row(_decode(line, path, number), columns, where=f"{path}:{number}")
-        for number, line in enumerate(contents.lines, start=2)
-    ]
+    return [row for row, _, _ in parsed_rows(path, contents)]
+
+
+def parsed_rows(
+    path: Path, contents: FileContents, columns: tuple[str, ...] | None = None
+) -> Iterator[tuple[ResultRow, bytes, str]]:
+    """(row, its bytes, "file:line") of each complete row; ``columns`` required of the header if given.
+
+    What every reader parses; ``row_validation.check_rows`` then says whether the rows belong to the run.
+    """
+    if not contents.header:
+        return
+    found = header_columns(contents.header, str(path))
+    if columns is not None and found != columns:
+        raise ResultFileError(f"{path}:1 has columns {found}, expected {columns}")
+    for number, line in enumerate(contents.lines, start=2):
+        where = f"{path}:{number}"
+        yield parse_row(_decode(line, path, number), found, where=where), line, where
 
 
 # ----- what produced the rows: the settings sidecar ----------------------------------------------
@@ -270,6 +283,26 @@ def describe_data(dataset: Any) -> dict[str, Any]:
     return {"class": type(dataset).__name__, "transforms": transforms}
 
 
+def describe_split(dataset: Any, split_seed: int | None) -> dict[str, Any]:
+    """The sidecar's ``dataset`` part, compared on resume: which examples row idx i names.
+
+    The split seed (the datamodule's ``split_seed``) and the dataset's own ``fingerprint()`` (ddsx's
+    datasets hash which stored examples they serve, in order, with their labels; None for a dataset
+    without one, where the seed alone is compared). See ``ddsx.certification.selection``.
+    """
+    fingerprint = getattr(dataset, "fingerprint", None)
+    return {
+        "split_seed": None if split_seed is None else int(split_seed),
+        "fingerprint": fingerprint() if callable(fingerprint) else None,
+    }
+
+
+def source_indices(dataset: Any) -> list[int] | None:
+    """Position -> idx for a dataset that serves a subset of a larger split, else None (idx = position)."""
+    source = getattr(dataset, "source_indices", None)
+    return None if source is None else [int(i) for i in source]
+
+
 def run_identity(
     settings: Any,
     *,
@@ -282,6 +315,7 @@ def run_identity(
     noise_block_size: int,
     model_source: str,
     run_info: dict[str, Any] | None = None,
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
     """The sidecar document of one run: ``settings``, ``model``, ``denoiser`` are compared on resume.
 
@@ -294,6 +328,8 @@ def run_identity(
         noise_block_size: noise samples per generator call (the stream depends on it).
         model_source: where the classifier came from (checkpoint path or config target); informative.
         run_info: descriptive fields for report labels (method, training sigma, ...); never compared.
+        split_seed: the seed that made the split (``dataset.split_seed``), compared with the split's
+            fingerprint (:func:`describe_split`).
     """
     row_settings = settings.row_settings() | {
         "dataset": dataset_name,
@@ -308,6 +344,7 @@ def run_identity(
             "settings": row_settings,
             "model": describe_classifier(classifier),
             "denoiser": describe_denoiser(denoiser),
+            "dataset": describe_split(dataset, split_seed),
             "info": {
                 "model_source": model_source,
                 # The denoiser's whole description with where it came from: report labels, never compared.
@@ -321,6 +358,8 @@ def run_identity(
                 # Which part of the run's examples this file holds (certify.shard of num_shards).
                 "shard": getattr(settings, "shard", 0),
                 "num_shards": getattr(settings, "num_shards", 1),
+                # A subset's idx in the full split (the selection's positions -> row idx); None: idx = position.
+                "source_indices": source_indices(dataset),
                 "ddsx_version": ddsx.__version__,
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             },
@@ -329,9 +368,10 @@ def run_identity(
 
 
 def compared_fields(identity: dict[str, Any]) -> dict[str, Any]:
-    """Flattened fields that must match to append: ``certify.sigma``, ``model.fingerprint``, ..."""
+    """Flattened fields that must match to append: ``certify.sigma``, ``model.fingerprint``,
+    ``dataset.split_seed``, ..."""
     fields = {f"certify.{k}": v for k, v in identity.get("settings", {}).items()}
-    for part in ("model", "denoiser"):
+    for part in ("model", "denoiser", "dataset"):
         fields |= {f"{part}.{k}": v for k, v in identity.get(part, {}).items()}
     fields["format"] = identity.get("format")
     return fields
@@ -388,16 +428,22 @@ class ResultFile:
         return FileLock(self.lock_path, self.path)
 
     # ----- validation (read-only, before any work) ----------------------------------------------
-    def validate(self, identity: dict[str, Any], valid_indices: Iterable[int]) -> set[int]:
+    def validate(
+        self, identity: dict[str, Any], label_of: Callable[[int], int | None] | None = None
+    ) -> set[int]:
         """Check the file, its shards and sidecar whole; return the idx already done.
 
         Refuses (ResultFileError naming file and line): a header that is not ours, a blank or
-        unparsable complete row, an idx outside the split, an idx twice with different content,
-        rows without a sidecar, a sidecar made with other settings (SettingsMismatchError). A torn
-        last line is allowed (it is dropped when the file is opened for appending); identical
-        duplicate rows are allowed (merged into one).
+        unparsable complete row, rows without a sidecar, a sidecar made with other settings
+        (SettingsMismatchError), and every row the shared row validator refuses against this run's
+        ``identity`` (``row_validation``: an idx outside the selection or twice with different content,
+        another n / n0 / sigma, a radius that is not finite or too large, a label other than
+        ``label_of(idx)``, the dataset's). A torn last line is allowed (it is dropped when the file is
+        opened for appending); identical duplicate rows are allowed (merged into one).
         """
-        valid = set(valid_indices)
+        # Imported here: the validator reads rows with this module's parser.
+        from ddsx.certification.row_validation import check_rows, rules_for
+
         files = [p for p in [self.path, *self.shard_paths()] if p.exists()]
         rows_exist = any(p.stat().st_size > 0 for p in files)
         if not self.sidecar.exists():
@@ -414,26 +460,9 @@ class ResultFile:
                     f"({'; '.join(differences)}). Use another certify.output, or delete the file and "
                     f"{self.sidecar.name} to start over."
                 )
-        seen: dict[int, tuple[bytes, str]] = {}
-        for path in files:
-            contents = split_contents(path)
-            if not contents.header:
-                continue  # empty, or only a torn header: repaired on open
-            columns = header_columns(contents.header, str(path))
-            if columns != COLUMNS:
-                raise ResultFileError(f"{path}:1 has columns {columns}, expected {COLUMNS}; cannot append")
-            for number, line in enumerate(contents.lines, start=2):
-                where = f"{path}:{number}"
-                row = parse_row(_decode(line, path, number), columns, where=where)
-                if row.idx not in valid:
-                    raise ResultFileError(f"{where}: idx {row.idx} is not an example of this split")
-                if row.idx in seen and seen[row.idx][0] != line:
-                    raise ResultFileError(
-                        f"{where}: idx {row.idx} appears again with different content (first at "
-                        f"{seen[row.idx][1]}); delete one of the two rows"
-                    )
-                seen.setdefault(row.idx, (line, where))
-        return set(seen)
+        rules = rules_for(identity, f"the settings of {self.path}", label_of)
+        entries = (entry for path in files for entry in parsed_rows(path, split_contents(path), COLUMNS))
+        return set(check_rows(entries, rules))
 
     # ----- writing ------------------------------------------------------------------------------
     def write_identity(self, identity: dict[str, Any]) -> None:
@@ -534,12 +563,6 @@ class ResultWriter:
 
     def close(self) -> None:
         self._handle.close()
-
-    def __enter__(self) -> ResultWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 # ----- helpers ------------------------------------------------------------------------------------

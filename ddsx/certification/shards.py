@@ -5,11 +5,15 @@ folder with its own settings sidecar. :func:`merge_shards` finds them, groups th
 depend on (the sidecar's compared fields: settings, classifier, denoiser), and for each group checks
 before writing anything that
 
-- the k files agree on num_shards and hold shards 0..k-1, each exactly once;
-- no idx appears twice, and every shard holds all the rows it set out to certify (none missing);
+- every row of every shard passes the shared row validator (``row_validation``) against its own
+  sidecar: inside that shard's share of the selection, its n / n0 / sigma, a finite radius, ...;
+  an error names the shard file and line, never the output;
+- the k files agree on num_shards and on the plan (split size, certify.skip, certify.max), and hold
+  shards 0..k-1, each exactly once;
+- their union is exactly the planned selection: no idx twice, no row missing;
 
 then writes one file sorted by idx (rows byte for byte as the shards hold them) with the sidecar of
-shard 0, its ``info`` saying which files it was merged from. Rows depend on (seed, idx) only, so the
+shard 0, its ``info`` saying which files it was merged from; a write that fails leaves no output. Rows depend on (seed, idx) only, so the
 merged file equals the file of a one-job run, time columns aside.
 """
 
@@ -29,39 +33,38 @@ from ddsx.certification.result_file import (
     ResultFileError,
     compared_fields,
     find_result_files,
-    header_columns,
+    parsed_rows,
     read_identity,
     sidecar_path,
     split_contents,
 )
-from ddsx.certification.settings import selected_indices
+from ddsx.certification.row_validation import check_rows, rules_for
+from ddsx.certification.selection import Selection
 
 
 @dataclass(frozen=True)
 class ShardFile:
-    """One job's result file, its sidecar document and complete rows (idx -> line bytes)."""
+    """One job's result file, its sidecar document, what it was to hold and its rows (idx -> line bytes)."""
 
     path: Path
     identity: dict[str, Any]
+    selection: Selection | None
     lines: dict[int, bytes]
 
     @property
     def shard(self) -> int:
-        return int(self.identity.get("info", {}).get("shard", 0))
+        return self.selection.shard if self.selection else int(self.identity.get("info", {}).get("shard", 0))
 
     @property
     def num_shards(self) -> int:
+        if self.selection:
+            return self.selection.num_shards
         return int(self.identity.get("info", {}).get("num_shards", 1))
 
     @property
     def planned(self) -> int | None:
-        """Rows this shard set out to write: its share of every ``skip``-th example, at most ``max``."""
-        settings, info = self.identity.get("settings", {}), self.identity.get("info", {})
-        size, most = settings.get("split_size"), info.get("max")
-        if not isinstance(size, int):
-            return None
-        most = most if isinstance(most, int) else None
-        return len(selected_indices(size, int(info.get("skip") or 1), most, self.shard, self.num_shards))
+        """Rows this shard set out to write: its share of the run's selection."""
+        return None if self.selection is None else len(self.selection)
 
 
 def find_shard_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -70,7 +73,8 @@ def find_shard_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_shard(path: Path) -> ShardFile:
-    """A shard's sidecar and rows; refuses a file without sidecar, with a torn tail or leftover parts."""
+    """A shard's sidecar and rows, every row validated against the sidecar (errors name ``path`` and
+    line); refuses a file without sidecar, with a torn tail or leftover parts."""
     sidecar = sidecar_path(path)
     if not sidecar.is_file():
         raise ResultFileError(f"{path} has no {sidecar.name}: its settings are unknown, it cannot be merged")
@@ -79,18 +83,10 @@ def read_shard(path: Path) -> ShardFile:
     contents = split_contents(path)
     if contents.torn:
         raise ResultFileError(f"{path} ends in a torn line: its job did not finish; run it again to resume")
-    if contents.header and header_columns(contents.header, str(path)) != COLUMNS:
-        raise ResultFileError(f"{path}:1 has other columns than {COLUMNS}")
-    lines: dict[int, bytes] = {}
-    for number, line in enumerate(contents.lines, start=2):
-        try:
-            idx = int(line.split(b"\t", 1)[0])
-        except ValueError:
-            raise ResultFileError(f"{path}:{number}: no idx in {line[:80]!r}") from None
-        if idx in lines:
-            raise ResultFileError(f"{path}:{number}: idx {idx} appears twice in one shard")
-        lines[idx] = line
-    return ShardFile(path, read_identity(sidecar), lines)
+    identity = read_identity(sidecar)
+    rules = rules_for(identity, str(sidecar))
+    checked = check_rows(parsed_rows(path, contents, COLUMNS), rules)
+    return ShardFile(path, identity, rules.selection, {idx: row.line for idx, row in checked.items()})
 
 
 def group_shards(shards: Sequence[ShardFile]) -> list[list[ShardFile]]:
@@ -109,6 +105,16 @@ def check_complete(group: Sequence[ShardFile]) -> None:
         listing = ", ".join(f"{s.path} ({s.num_shards})" for s in group)
         raise ResultFileError(f"files of one run disagree on certify.num_shards: {listing}")
     k = counts.pop()
+    plans = [s.selection.plan() if s.selection else None for s in group]
+    for s, plan in zip(group, plans, strict=True):
+        if plan is None or plans[0] is None:
+            break
+        for name, value in plan.items():
+            if value != plans[0][name]:
+                raise ResultFileError(
+                    f"shards of one run disagree on {name}: {group[0].path} has {plans[0][name]!r}, "
+                    f"{s.path} has {value!r}; they are shards of two runs"
+                )
     by_shard: dict[int, ShardFile] = {}
     for s in group:
         if s.shard in by_shard:
@@ -160,17 +166,24 @@ def merge_shards(inputs: Iterable[str | Path], output: str | Path) -> list[Path]
 
 
 def _write_merged(group: Sequence[ShardFile], target: Path) -> None:
+    """Rows first (to a temporary file), then the sidecar, then the rows in place: a failure at any
+    point removes what this merge wrote, so a second merge finds the way free."""
     rows = {idx: line for shard in group for idx, line in shard.lines.items()}
     identity = json.loads(json.dumps(group[0].identity))
     identity.setdefault("info", {}).update(
         {"shard": 0, "num_shards": 1, "merged_from": [str(s.path) for s in group]}
     )
     target.parent.mkdir(parents=True, exist_ok=True)
-    ResultFile(target).write_identity(identity)
     tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(HEADER.encode())
-        handle.writelines(rows[idx] for idx in sorted(rows))
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(target)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(HEADER.encode())
+            handle.writelines(rows[idx] for idx in sorted(rows))
+            handle.flush()
+            os.fsync(handle.fileno())
+        ResultFile(target).write_identity(identity)
+        tmp.replace(target)
+    except BaseException:
+        for leftover in (tmp, sidecar_path(target), target):
+            leftover.unlink(missing_ok=True)
+        raise

@@ -90,6 +90,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
         dataset_name=getattr(datamodule, "name", type(datamodule).__name__),
         num_classes=datamodule.num_classes,
         device=fabric.device,
+        split_seed=getattr(datamodule, "split_seed", None),
     )
     for target in certifier.targets:
         differences = identity_differences(fabric.broadcast(target.identity, src=0), target.identity)

@@ -12,8 +12,10 @@ runs (``wandb/offline-run-*``) under the given folders are listed with their gro
 certification summary they logged, read from their files without any network.
 
 Prints the markdown tables and writes report.md, report.tex, certified_accuracy.png and .pdf.
-An unreadable result file stops the report (exit 2) unless --skip-bad; empty, incomplete, torn or
-mixed-sigma files are listed with their status and never averaged.
+An unreadable result file, or one with a row that cannot belong to its run (the validator resume and
+merge use: file and line named), stops the report (exit 2) unless --skip-bad; empty, incomplete, torn
+or mixed-sigma files are listed with their status and never averaged; a file without settings is shown
+as "settings unknown" and never averaged with the others.
 """
 
 from __future__ import annotations
@@ -230,8 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not runs and not wandb_runs:
         raise DDSXError(f"no certification files (*.tsv) or offline W&B runs under {' '.join(args.paths)}")
     for run in runs:
-        if run.problem:
-            print(f"ddsx-report: warning: {run.path}: {run.problem} (shown, not averaged)", file=sys.stderr)
+        if run.problem or run.caveat:
+            print(f"ddsx-report: warning: {run.path}: {run.status} (shown, not averaged)", file=sys.stderr)
     out = args.out or _default_out(args.paths)
     paths = write_report(runs, args.radii, out, args.max_radius, args.title, bad, wandb_runs)
     print(paths["md"].read_text())

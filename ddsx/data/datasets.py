@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def label_at(self, i: int) -> int:
+        """The label of example i, without scaling its image."""
+        return int(self.labels[self.indices[i]])
+
+    def fingerprint(self) -> str:
+        """Which stored examples this dataset serves, in order, with their labels (a short hash):
+        another split seed or split rule gives another fingerprint."""
+        return _fingerprint(self.indices.numpy(), self.labels[self.indices].numpy())
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         j = int(self.indices[i])
         x = self.images[j].to(torch.float32) / self.max_value  # (C,H,W) in [0,1]
@@ -78,8 +88,32 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def label_at(self, i: int) -> int:
+        """The label of example i, without decoding its image."""
+        return int(self.samples[i][1])
+
+    def fingerprint(self) -> str | None:
+        """Which image files (class folder and name, wherever the tree lies) this dataset serves, in
+        order, with their labels; None for a subset, which may grow between runs (its rows carry their
+        idx in the full split, checked against ``source_indices``)."""
+        if hasattr(self, "source_indices"):
+            return None
+        names = "\n".join(f"{Path(p).parent.name}/{Path(p).name}" for p, _ in self.samples)
+        labels = np.array([label for _, label in self.samples], dtype=np.int64)
+        return _fingerprint(np.frombuffer(names.encode(), dtype=np.uint8), labels)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[i]
         with Image.open(path) as img:
             x = self.transform(img.convert("RGB"))
         return x, label
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of arrays (dtype, shape and bytes of each)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

@@ -4,7 +4,12 @@ A run is one result file plus its settings sidecar. Besides the rows, a report n
 - what the run is (method, classifier, denoiser, n, alpha, ...), to label it and to decide which runs
   may share a best-over-sigma envelope (:attr:`Run.envelope_key`: everything but sigma);
 - whether its numbers can be used at all (:attr:`Run.problem`): an empty file, fewer rows than the
-  settings planned, a torn last line or rows of several sigmas are flagged and never averaged.
+  settings planned, a torn last line or rows of several sigmas are flagged and never averaged;
+- whether its settings are known (:attr:`Run.caveat`): a file without a sidecar shows its own numbers
+  as "settings unknown" and is never averaged with other runs (no envelope, no seed spread).
+
+Every row passes the validator that resume and the shard merge use (``ddsx.certification.
+row_validation``); a row it refuses makes the file unreadable, named with its line.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ddsx.certification import ResultFileError, ResultRow, read_results, sidecar_path
-from ddsx.certification.result_file import BASE_COLUMNS, find_result_files
-from ddsx.certification.settings import selected_indices
+from ddsx.certification import ResultFileError, ResultRow, sidecar_path
+from ddsx.certification.result_file import BASE_COLUMNS, find_result_files, parsed_rows, split_contents
+from ddsx.certification.row_validation import check_rows, largest_certifiable_radius, rules_for
 from ddsx.report.labels import differing_labels, job_overrides, without_sigma
 
 # Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
@@ -64,6 +69,7 @@ class Run:
     extra: dict[str, Any] = field(default_factory=dict)
     # In a multirun: the job's overrides that differ across the runs of the report (ddsx.report.labels).
     sweep_label: str = ""
+    settings_known: bool = True  # False for a file without a sidecar
 
     @property
     def group(self) -> str:
@@ -107,6 +113,21 @@ class Run:
         return ""
 
     @property
+    def caveat(self) -> str:
+        """Why this run's numbers, though its own, must not be averaged with other runs ('' when they may)."""
+        return "" if self.settings_known else "settings unknown"
+
+    @property
+    def status(self) -> str:
+        """The table's status cell: the problem, else the caveat, else "ok"."""
+        return self.problem or self.caveat or "ok"
+
+    @property
+    def averageable(self) -> bool:
+        """May join an envelope or a seed spread with other runs."""
+        return not self.problem and not self.caveat
+
+    @property
     def max_radius(self) -> float | None:
         """The largest radius certifiable at this n and alpha: sigma * PhiInv(alpha ** (1 / n)).
 
@@ -115,7 +136,7 @@ class Run:
         """
         if self.sigma is None or not self.n or not self.alpha:
             return None
-        return self.sigma * statistics.NormalDist().inv_cdf(self.alpha ** (1.0 / self.n))
+        return largest_certifiable_radius(self.sigma, self.n, self.alpha)
 
     @property
     def samples_mean(self) -> float | None:
@@ -140,20 +161,28 @@ class BadFile:
 def load_run(path: Path) -> Run:
     """Rows plus the run description from ``*.settings.json`` (or, failing that, the rows' sigma).
 
-    Raises ResultFileError for a file that is not a readable certification file.
+    Raises ResultFileError for a file that is not a readable certification file, or a row the shared
+    row validator refuses against the sidecar (naming the file and line).
     """
-    rows = read_results(path)
-    data = path.read_bytes()
-    run = Run(path=path, rows=rows, torn=bool(data) and not data.endswith(b"\n"))
-    run.sigmas_in_rows = tuple(sorted({row.sigma for row in rows if row.sigma is not None}))
-    run.samples = _samples_column(data, path)
+    contents = split_contents(path)
+    identity = None
     sidecar = sidecar_path(path)
     if sidecar.is_file():
         try:
             identity = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ResultFileError(f"{sidecar} is not valid JSON ({error})") from error
+        if not isinstance(identity, dict):
+            raise ResultFileError(f"{sidecar} is not a ddsx settings file (not a JSON object)")
+    rules = rules_for(identity, str(sidecar))
+    checked = check_rows(parsed_rows(path, contents), rules)
+    rows = [entry.row for entry in checked.values()]
+    run = Run(path=path, rows=rows, torn=bool(contents.torn), settings_known=identity is not None)
+    run.sigmas_in_rows = tuple(sorted({row.sigma for row in rows if row.sigma is not None}))
+    run.samples = [row.samples for row in rows if row.samples is not None]
+    if identity is not None:
         _describe(run, identity)
+        run.examples_planned = None if rules.selection is None else len(rules.selection)
     if run.sigma is None and len(run.sigmas_in_rows) == 1:
         run.sigma = run.sigmas_in_rows[0]
     if run.n is None:
@@ -180,33 +209,7 @@ def _describe(run: Run, identity: dict[str, Any]) -> None:
     run.classifier = str(info.get("run", {}).get("classifier") or "")
     train_seed = info.get("run", {}).get("seed")
     run.train_seed = train_seed if isinstance(train_seed, int) and not isinstance(train_seed, bool) else None
-    run.examples_planned = _planned(settings.get("split_size"), info.get("skip"), info.get("max"))
     run.extra = {"split": run.split, "radii": info.get("radii") or settings.get("radii")}
-
-
-def _planned(split_size: Any, skip: Any, max_examples: Any) -> int | None:
-    """How many rows the run set out to write: every ``skip``-th example of the split, at most ``max``."""
-    if not isinstance(split_size, int):
-        return None
-    most = max_examples if isinstance(max_examples, int) else None
-    return len(selected_indices(split_size, int(skip or 1), most))
-
-
-def _samples_column(data: bytes, path: Path) -> list[int]:
-    """The ``samples`` column of a sequential result file (complete rows only), or []."""
-    lines = data.decode("utf-8", errors="replace").split("\n")[:-1]  # a torn tail is not a row
-    if not lines or "samples" not in lines[0].split("\t"):
-        return []
-    column = lines[0].split("\t").index("samples")
-    values = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        try:
-            values.append(int(line.split("\t")[column]))
-        except (IndexError, ValueError) as error:
-            raise ResultFileError(f"{path}:{number}: bad samples field ({error})") from error
-    return values
 
 
 def load_runs(paths: Sequence[str | Path]) -> tuple[list[Run], list[BadFile]]:
@@ -245,14 +248,14 @@ def _has_certification_header(path: Path) -> bool:
 
 
 def envelope_groups(runs: Sequence[Run]) -> list[list[Run]]:
-    """Runs that may share a best-over-sigma envelope: same envelope key, no problem, distinct sigmas.
+    """Runs that may share a best-over-sigma envelope: same envelope key, averageable, distinct sigmas.
 
     A set with two runs at the same sigma (seeds, repeats) gets no envelope: taking the best of them
     would pick a seed, not a sigma.
     """
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if not run.problem and run.sigma is not None:
+        if run.averageable and run.sigma is not None:
             groups.setdefault(run.envelope_key, []).append(run)
     return [
         members

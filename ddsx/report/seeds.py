@@ -21,7 +21,7 @@ def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
     """Groups of two or more usable runs with distinct training seeds, in a stable order."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        if run.problem or run.train_seed is None:
+        if not run.averageable or run.train_seed is None:
             continue
         # In a multirun over seed=..., the seed is part of the label: the group key leaves it out.
         sweep = without_keys(run.sweep_label, SIGMA_KEYS + SEED_KEYS)

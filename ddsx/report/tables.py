@@ -51,7 +51,7 @@ def summary_table(runs: Sequence[Run], radii: Sequence[float], names: Sequence[s
         else:  # a fixed-n run spends n samples on every point
             samples = ["?" if run.n is None else str(run.n)] * 2
         row += [_cell(s[f"acc@{r:g}"], r, run.max_radius) for r in radii]
-        rows.append(row + [acr, _pct(s["abstain"]), _pct(s["clean_acc"]), *samples, "ok"])
+        rows.append(row + [acr, _pct(s["abstain"]), _pct(s["clean_acc"]), *samples, run.status])
     return header, rows
 
 
