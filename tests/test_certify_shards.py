@@ -115,7 +115,8 @@ def test_an_idx_in_two_shards_is_refused(tmp_path: Path) -> None:
     stolen = first.read_bytes().splitlines(keepends=True)[1]  # shard 0's first row, idx 0
     with open(second, "ab") as handle:
         handle.write(stolen)
-    with pytest.raises(ResultFileError, match=r"idx 0 is in two shards"):
+    # Refused as a row outside shard 1's share, naming the shard file and line, before any writing.
+    with pytest.raises(ResultFileError, match=rf"{second}:\d+: idx 0 is not an example this run selects"):
         merge_shards([tmp_path / "jobs"], tmp_path / "out.tsv")
 
 
