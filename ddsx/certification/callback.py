@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
-from ddsx.certification.loggers import log_certification
+from ddsx.loggers.certification import log_certification
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import read_results
 from ddsx.certification.settings import CertifySettings

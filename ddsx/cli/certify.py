@@ -29,7 +29,7 @@ from ddsx.certification.build import (
     load_from_config,
     warn_on_mismatch,
 )
-from ddsx.certification.loggers import log_certification
+from ddsx.loggers.certification import log_certification
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import identity_differences, read_results
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
