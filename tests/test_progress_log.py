@@ -15,6 +15,7 @@ from ddsx.callbacks.progress_log import format_duration, format_metrics
 EPOCH_LINE = re.compile(r"epoch (\d+)/3 done \(step \d+\) \| .*val/acc_denoised [\d.]+.* \| ETA \S+")
 
 
+@pytest.mark.e2e
 def test_ddsx_train_with_stdout_to_a_file_logs_every_epoch(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     stdout = tmp_path / "stdout.txt"

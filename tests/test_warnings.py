@@ -47,6 +47,7 @@ def test_a_short_run_prints_none_of_the_known_warnings(tmp_path: Path) -> None:
         assert known not in output, known
 
 
+@pytest.mark.e2e
 def test_an_unrelated_warning_still_shows(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
