@@ -7,7 +7,7 @@ STAMP := $(VENV)/.ddsx-installed
 # Extra pip arguments, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu124" for your CUDA.
 PIP_EXTRA ?=
 
-.PHONY: install denoiser run test test-slow bench lint format sweep report clean
+.PHONY: install denoiser run test test-fast test-slow bench lint format sweep report clean
 
 install: $(STAMP)
 
@@ -51,8 +51,13 @@ sweep: denoiser
 		hydra.launcher.cpus_per_task=1 hydra.launcher.timeout_min=60 hydra.sweep.dir=$(SWEEP_DIR)
 	$(BIN)/ddsx-report $(SWEEP_DIR)
 
+# What CI runs (.ci/run): the fast tests and the end-to-end ones (e2e: subprocesses, torch.compile).
 test: install
 	$(BIN)/python -m pytest -q
+
+# While editing: the fast tests only (no e2e, no slow).
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow and not e2e'
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow

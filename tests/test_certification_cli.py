@@ -152,6 +152,7 @@ def _timeless(path: Path) -> list[tuple]:
     ]
 
 
+@pytest.mark.e2e
 def test_two_processes_give_the_rows_of_one(tmp_path: Path) -> None:
     overrides = ["certify.skip=7", "certify.max=9"]
     one, two = tmp_path / "one", tmp_path / "two"
@@ -170,6 +171,7 @@ def test_two_processes_give_the_rows_of_one(tmp_path: Path) -> None:
     assert not list(two.glob("*.part"))
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = _command(run_dir, "certify.n=4000", "certify.batch_size=500", "certify.max=20")

@@ -253,6 +253,7 @@ def test_packed_rows_equal_smooth_certify_one_example_at_a_time(tmp_path: Path, 
         )
 
 
+@pytest.mark.e2e
 def test_the_certification_package_never_imports_the_report_package() -> None:
     import subprocess
     import sys

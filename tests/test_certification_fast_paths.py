@@ -79,6 +79,7 @@ def test_channels_last_gives_the_same_certificates(tmp_path: Path, with_denoiser
     assert len(certificates(plain)) == 3
 
 
+@pytest.mark.e2e
 def test_compiled_lenet_gives_the_same_certificates_and_is_recorded(tmp_path: Path) -> None:
     plain = certify(tmp_path, "plain")
     compiled = certify(tmp_path, "compiled", compile=True)
@@ -94,6 +95,7 @@ def test_compiled_denoiser_pipeline_gives_the_same_certificates(tmp_path: Path) 
     assert certificates(compiled) == certificates(plain)
 
 
+@pytest.mark.e2e
 def test_a_compiled_file_is_not_resumed_eagerly(tmp_path: Path) -> None:
     from ddsx.certification import SettingsMismatchError
 

@@ -1,13 +1,10 @@
-"""Settings validation (every bad value names its field) and the logger hand-off."""
+"""Settings validation: every bad value names its field."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from ddsx.certification import CertifySettings, InvalidSettingError, ResultRow
-from ddsx.certification.loggers import log_certification
+from ddsx.certification import CertifySettings, InvalidSettingError
 
 
 @pytest.mark.parametrize(
@@ -45,32 +42,3 @@ def test_defaults_selection_and_overrides() -> None:
         CertifySettings().require_sigma()
     with pytest.raises(InvalidSettingError, match=r"unknown certify setting\(s\) \['sigmaa'\]"):
         CertifySettings.from_mapping({"sigmaa": 0.5})
-
-
-class WandbLogger:  # stands in for lightning's WandbLogger (matched by class name)
-    def __init__(self) -> None:
-        self.metrics, self.logged, self.saved = {}, {}, []
-        self.experiment = self
-
-    def log_metrics(self, metrics, step=0) -> None:
-        self.metrics |= metrics
-
-    def log(self, payload) -> None:
-        self.logged |= payload
-
-    def save(self, path=None, base_path=None, policy=None) -> None:
-        if path is not None:
-            self.saved.append(path)
-
-
-def test_loggers_get_cert_metrics_and_wandb_a_table_and_plot(tmp_path: Path) -> None:
-    wandb = pytest.importorskip("wandb")
-    rows = [ResultRow(0, 1, 1, 0.8, 1, "0:00:01"), ResultRow(1, 2, -1, 0.0, 0, "0:00:01")]
-    logger = WandbLogger()
-    metrics = log_certification([logger], rows, [0.0, 0.5, 1.0], tmp_path / "certify.tsv")
-    assert metrics == logger.metrics
-    assert metrics["cert/acc@0.5"] == 0.5 and metrics["cert/acc@1"] == 0.0
-    assert metrics["cert/acr"] == pytest.approx(0.4) and metrics["cert/abstain"] == 0.5
-    assert isinstance(logger.logged["cert/rows"], wandb.Table)
-    assert isinstance(logger.logged["cert/plot"], wandb.Image)
-    assert logger.saved == [str(tmp_path / "certify.tsv")]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ddsx.certification.progress import CertifyProgress
 from ddsx.certification.result_file import ResultRow
 
@@ -59,6 +61,7 @@ def test_off_a_terminal_a_line_every_m_seconds(caplog) -> None:
     ]
 
 
+@pytest.mark.e2e
 def test_ddsx_certify_with_stdout_to_a_file_writes_progress_lines(tmp_path: Path) -> None:
     log_file = tmp_path / "stdout.log"
     command = [

@@ -101,6 +101,7 @@ def run(
 # ----- one writer -----------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_second_writer_fails_at_once_naming_the_file_and_the_holders_pid(tmp_path: Path) -> None:
     path, _ = run(tmp_path, max=2)
     before = path.read_bytes()

@@ -35,6 +35,7 @@ def test_a_shard_outside_its_range_is_refused(values: dict) -> None:
         CertifySettings.from_mapping(values)
 
 
+@pytest.mark.e2e
 def test_a_multirun_over_the_shard_index_and_a_merge_give_the_rows_of_one_process(tmp_path: Path) -> None:
     overrides = ["certify.skip=7", "certify.max=9"]
     one, sweep, merged = tmp_path / "one", tmp_path / "sweep", tmp_path / "merged"

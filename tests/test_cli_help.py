@@ -52,3 +52,13 @@ def test_help_describes_the_app(main, starts, must, unused_groups, monkeypatch, 
     groups = text.split("reads:")[-1] if "reads:" in text else ""
     for group in unused_groups:
         assert group not in groups
+
+
+def test_the_cli_package_names_every_console_script_of_pyproject() -> None:
+    from importlib.metadata import distribution
+
+    import ddsx.cli
+
+    scripts = [e.name for e in distribution("ddsx").entry_points if e.group == "console_scripts"]
+    assert len(scripts) == 5
+    assert [name for name in scripts if name not in ddsx.cli.__doc__] == []

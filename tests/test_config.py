@@ -84,6 +84,7 @@ def test_any_field_overridable(compose_train):
         ("mnist_dds_adv", {"attack.epsilon": 0.1, "optimizer.lr": 5e-5, "trainer.max_epochs": 20}),
     ],
 )
+@pytest.mark.e2e
 def test_recipes_print_their_resolved_config_from_the_console_script(tmp_path, recipe, expected):
     """`ddsx-train --cfg job experiment=<recipe>` works from the installed entry point (any cwd)."""
     script = Path(sys.executable).with_name("ddsx-train")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
@@ -77,10 +78,20 @@ def test_resume_restores_weights_and_ema(compose_denoiser, tmp_path):
     trainer.fit(restored, datamodule=datamodule, ckpt_path=str(ckpt))
     for key, value in restored.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
-    # Resuming with more epochs continues the step count.
+    # Resuming with more epochs continues the step count, and the EMA's warm-up counter with it.
+    counters = []
+
+    class EMACounter(L.Callback):
+        def on_train_batch_end(self, trainer, module, *args) -> None:
+            counters.append((module.ema.state_dict()["optimization_step"], trainer.global_step))
+
     datamodule, resumed, trainer = build_denoiser_training(compose_denoiser(*short, "trainer.max_epochs=2"))
+    trainer.callbacks.append(EMACounter())
     trainer.fit(resumed, datamodule=datamodule, ckpt_path=str(ckpt))
     assert trainer.global_step == 2 * steps
+    # Callbacks' hooks run before the module's: the EMA has not yet taken this step's update.
+    assert counters and all(ema_step + 1 == step for ema_step, step in counters), counters
+    assert counters[0][1] == steps + 1
 
 
 def _module(**kwargs) -> DDPMModule:
@@ -101,7 +112,8 @@ def _module(**kwargs) -> DDPMModule:
 @pytest.mark.parametrize(("global_step", "decay"), [(1, 0.0), (2, 2 / 11), (11, 11 / 20), (10**6, 0.999)])
 def test_ema_update_rule(global_step, decay, monkeypatch):
     module = _module(ema_decay=0.999)
-    monkeypatch.setattr(DDPMModule, "global_step", property(lambda self: global_step))
+    monkeypatch.setattr(DDPMModule, "global_step", property(lambda self: global_step - 1))
+    module.on_train_start()  # a run (resumed) at step k - 1
     before = [p.detach().clone() for p in module.ema_unet.parameters()]
     with torch.no_grad():
         for p in module.unet.parameters():

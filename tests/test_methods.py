@@ -86,6 +86,7 @@ def test_smoothadv_epsilon_warmup():
     assert module.current_epsilon() == pytest.approx(0.25)  # epoch 0 of 4
 
 
+@pytest.mark.e2e
 def test_ddp_two_processes_keep_classifiers_identical(tmp_path):
     """Two CPU processes see different batches; after the synchronised steps the copies must agree."""
     script = Path(__file__).with_name("ddp_step.py")

@@ -46,6 +46,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return target, env | {"PYTHONPATH": str(target)}
 
 
+@pytest.mark.e2e
 def test_wheel_ships_the_configs_inside_the_package(installed) -> None:
     target, env = installed
     probe = run(
@@ -59,6 +60,7 @@ def test_wheel_ships_the_configs_inside_the_package(installed) -> None:
     assert (target / "ddsx" / "conf" / "dataset" / "mnist5k.yaml").is_file()
 
 
+@pytest.mark.e2e
 def test_console_scripts_run_from_a_regular_install(installed, tmp_path: Path) -> None:
     target, env = installed
     job = run([str(target / "bin" / "ddsx-train"), "--cfg", "job"], env, tmp_path)

@@ -15,6 +15,7 @@ from ddsx.callbacks.progress_log import format_duration, format_metrics
 EPOCH_LINE = re.compile(r"epoch (\d+)/3 done \(step \d+\) \| .*val/acc_denoised [\d.]+.* \| ETA \S+")
 
 
+@pytest.mark.e2e
 def test_ddsx_train_with_stdout_to_a_file_logs_every_epoch(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     stdout = tmp_path / "stdout.txt"
@@ -61,3 +62,18 @@ def test_format_metrics_shows_each_metric_once() -> None:
     }
     assert format_metrics(metrics) == "train/loss 0.5 | val/acc 0.25"
     assert format_metrics(metrics, within_epoch=True) == "train/loss 1"
+
+
+def test_the_eta_is_capped_by_the_time_lightnings_max_time_leaves() -> None:
+    import time
+
+    import lightning as L
+    from lightning.pytorch.callbacks import Timer
+
+    from ddsx.callbacks.progress_log import ProgressLog
+
+    trainer = L.Trainer(max_time={"seconds": 100}, max_epochs=1000, logger=False, enable_progress_bar=False)
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    timer.on_train_start(trainer, None)
+    remaining = ProgressLog()._remaining_seconds(trainer, epoch=1, per_epoch=60.0, now=time.monotonic())
+    assert 95 < remaining <= 100  # 999 epochs of 60 s are left, but max_time stops training first

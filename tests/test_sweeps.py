@@ -72,6 +72,7 @@ def test_paper_grids_cover_three_sigmas_two_methods_three_attack_strengths(tmp_p
     }
 
 
+@pytest.mark.e2e
 def test_slurm_launcher_resolves_to_fields_of_the_installed_submitit_plugin() -> None:
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
@@ -109,6 +110,7 @@ def _train_multirun(sweep_dir: Path, *overrides: str, timeout: int = 300) -> sub
     return subprocess.run([*command, *overrides], env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.e2e
 def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None:
     # job 0 stops on an expected error (a refused setting: exit 2 in a single run, which would end the
     # whole multirun); job 1 after it must still run
@@ -121,6 +123,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None
     assert len(list((tmp_path / "sweep").glob("1_*/certify.tsv"))) == 1
 
 
+@pytest.mark.e2e
 def test_jobs_of_a_sweep_have_their_own_folder_w_and_b_run_and_result_file(tmp_path: Path) -> None:
     from ddsx.certification import read_results
     from ddsx.certification.metrics import summarize

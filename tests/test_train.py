@@ -58,6 +58,7 @@ def test_resume_continues_from_checkpoint(compose_train):
     assert trainer.global_step == 2 * steps_after_one_epoch
 
 
+@pytest.mark.e2e
 def test_missing_dataset_fails_before_any_artefact(tmp_path):
     empty = tmp_path / "empty_data"
     empty.mkdir()
@@ -82,6 +83,7 @@ def test_missing_dataset_fails_before_any_artefact(tmp_path):
     assert not list(empty.iterdir()), "a failed setup must not write into the data folder"
 
 
+@pytest.mark.e2e
 def test_multirun_sweep_writes_one_folder_per_point(tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = subprocess.run(

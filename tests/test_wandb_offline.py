@@ -80,6 +80,7 @@ def test_config_is_flattened_to_dotted_keys_and_tags_name_the_attack_strength() 
     )
 
 
+@pytest.mark.e2e
 def test_ddsx_certify_logs_to_an_offline_w_and_b_run(tmp_path: Path) -> None:
     """ddsx-certify has no method or attack: the W&B tags must not need them (they once crashed it).
     The console app itself, in its own process, as a user runs it."""

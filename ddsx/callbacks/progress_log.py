@@ -151,17 +151,17 @@ class ProgressLog(L.Callback):
         if trainer.max_steps and trainer.max_steps > 0 and trainer.global_step:
             per_step = (now - self._fit_start) / trainer.global_step
             candidates.append(max(0, trainer.max_steps - trainer.global_step) * per_step)
-        max_time = _max_time_seconds(trainer)
-        if max_time is not None:
-            candidates.append(max(0.0, max_time - (now - self._fit_start)))
+        time_left = _max_time_remaining(trainer)
+        if time_left is not None:
+            candidates.append(max(0.0, time_left))
         return min(candidates) if candidates else None
 
 
-def _max_time_seconds(trainer: L.Trainer) -> float | None:
-    """Lightning's max_time (a Timer callback) in seconds, or None."""
+def _max_time_remaining(trainer: L.Trainer) -> float | None:
+    """Seconds of training left before Lightning's max_time (its Timer callback) stops it, or None."""
     from lightning.pytorch.callbacks import Timer
 
     for callback in trainer.callbacks:
-        if isinstance(callback, Timer) and callback._duration is not None:
-            return float(callback._duration)
+        if isinstance(callback, Timer) and callback.time_remaining("train") is not None:
+            return float(callback.time_remaining("train"))
     return None

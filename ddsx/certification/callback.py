@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
-from ddsx.certification.loggers import log_certification
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import read_results
 from ddsx.certification.settings import CertifySettings
+from ddsx.loggers.certification import log_certification
 from ddsx.models.checkpoints import CLASSIFIER_PREFIX
 from ddsx.models.pipeline import DenoisedClassifier
 from ddsx.utils.logging import get_logger

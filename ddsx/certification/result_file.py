@@ -252,15 +252,11 @@ def describe_denoiser(denoiser: nn.Module | None) -> dict[str, Any]:
 
 
 def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
-    """Class, weights and the input adapter's settings (resize size and mode live outside the weights)."""
+    """Class, weights and the input adapters' resize size (it lives outside the weights)."""
     adapters = {
         name or "<root>": {
             "class": type(module).__name__,
-            **{
-                key: _plain(getattr(module, key))
-                for key in ("input_size", "mode", "interpolation")
-                if hasattr(module, key)
-            },
+            "input_size": _plain(module.input_size),
         }
         for name, module in classifier.named_modules()
         if hasattr(module, "input_size")

@@ -1,4 +1,4 @@
-"""Console scripts: ddsx-train, ddsx-certify, ddsx-denoiser (Hydra apps) and ddsx-report.
+"""Console scripts: ddsx-train, ddsx-certify, ddsx-denoiser, ddsx-analyze (Hydra apps) and ddsx-report.
 
 The Hydra configs live in the repository's top-level ``conf/``; a wheel ships that folder inside the
 package as ``ddsx/conf`` (setup.py maps it), found through Hydra's ``pkg://`` search path. A source

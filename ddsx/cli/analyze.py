@@ -29,6 +29,7 @@ from ddsx.cli.errors import console_script, expected_errors
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.errors import DDSXError
 from ddsx.loggers import closed_after
+from ddsx.loggers.analysis import log_analysis
 from ddsx.methods.noise_attack import AttackStrength
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.logging import get_logger
@@ -185,7 +186,7 @@ def analyze_on_process(fabric: Fabric, cfg: DictConfig, sigmas: list[float]) -> 
         if fabric.global_rank == 0:
             write_tsv(rows, table)
             plots = plot_quantities(rows, out / "plots")
-            _to_wandb(loggers, table, plots, sorted((out / "grids").glob("*.png")))
+            log_analysis(loggers, table, plots, sorted((out / "grids").glob("*.png")))
             log.info("wrote %s, %d plots in %s, grids in %s", table, len(plots), out / "plots", out / "grids")
     return table
 
@@ -194,23 +195,6 @@ def _logged(values: dict[tuple[str, str], float], sigma: float) -> dict[str, flo
     """Metric names for experiment loggers: ``analyze/<quantity>`` or ``analyze/<quantity>/<classifier>``."""
     named = {f"analyze/{q}" if c == NO_CLASSIFIER else f"analyze/{q}/{c}": v for (q, c), v in values.items()}
     return named | {"analyze/sigma": sigma}
-
-
-def _to_wandb(loggers: list, table: Path, plots: list[Path], grids: list[Path]) -> None:
-    """Plots, grids and the table to every W&B logger; other loggers only get the metrics."""
-    for logger in loggers:
-        if hasattr(logger, "save"):
-            logger.save()
-        if type(logger).__name__ != "WandbLogger":
-            continue
-        import wandb
-
-        experiment = logger.experiment
-        experiment.log(
-            {f"analyze/plots/{p.stem}": wandb.Image(str(p)) for p in plots}
-            | {f"analyze/grids/{g.stem}": wandb.Image(str(g)) for g in grids}
-        )
-        experiment.save(str(table), base_path=str(table.parent), policy="now")
 
 
 @console_script

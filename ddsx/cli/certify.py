@@ -29,7 +29,6 @@ from ddsx.certification.build import (
     load_from_config,
     warn_on_mismatch,
 )
-from ddsx.certification.loggers import log_certification
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import identity_differences, read_results
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
@@ -37,6 +36,7 @@ from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
 from ddsx.loggers import closed_after
+from ddsx.loggers.certification import log_certification
 from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config

@@ -80,10 +80,9 @@ class DDPMModule(L.LightningModule):
         self.unet = unet
         # The EMA copy is a submodule, so Lightning checkpoints (and resuming) carry it.
         self.ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
-        # diffusers' EMAModel does the update; its shadow parameters *are* ema_unet's, so the average
-        # lives in one place (the submodule above) and moves with the module between devices.
-        self.ema = EMAModel(self.unet.parameters(), decay=float(ema_decay), foreach=False)
-        self.ema.shadow_params = list(self.ema_unet.parameters())
+        # diffusers' EMAModel does the update (through its public methods only); it is made at the start
+        # of training from ema_unet, so a resumed run averages on from the checkpoint's weights.
+        self.ema: EMAModel | None = None
         self.noise_scheduler = noise_scheduler
         self.scheduler_config = dict(noise_scheduler.config)
         self.alphas_cumprod64 = alphas_cumprod_from_scheduler_config(self.scheduler_config)
@@ -137,11 +136,15 @@ class DDPMModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
+    def on_train_start(self) -> None:
+        # The average starts from ema_unet (a checkpoint's when resumed, on the training device) and its
+        # warm-up counter from the run's step count, so a resumed run continues the same schedule.
+        self.ema = EMAModel(self.ema_unet.parameters(), decay=self.ema_decay, foreach=False)
+        self.ema.load_state_dict({"optimization_step": int(self.global_step)})
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # The warm-up follows the run's step count, so a resumed run continues the same schedule
-        # (EMAModel's own counter is not in the checkpoint).
-        self.ema.optimization_step = max(self.global_step - 1, 0)
         self.ema.step(self.unet.parameters())
+        self.ema.copy_to(self.ema_unet.parameters())
         with torch.no_grad():
             for ema, live in zip(self.ema_unet.buffers(), self.unet.buffers(), strict=True):
                 ema.copy_(live)

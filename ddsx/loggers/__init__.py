@@ -1,4 +1,10 @@
-"""Experiment loggers of ddsx runs: W&B runs labelled for comparison across a sweep, and their closing."""
+"""Experiment loggers of ddsx runs, all in this package:
+
+- wandb.py: the W&B logger (sweep groups, tags, the config under dotted keys) and its run's finish;
+- csv.py: Lightning's CSVLogger, resumable (a resumed run appends to metrics.csv);
+- certification.py, analysis.py: what a finished certification or analysis sends to the loggers;
+- closing.py: every job closes its loggers, also when it failed.
+"""
 
 from ddsx.loggers.closing import close_loggers, closed_after
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
+from lightning.pytorch.loggers import WandbLogger
+
+from ddsx.loggers.wandb import finish_wandb_run
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,9 +37,7 @@ def close_loggers(loggers: Iterable[object], failed: bool) -> None:
             finalize = getattr(logger, "finalize", None)
             if finalize is not None:
                 finalize("failed" if failed else "success")
-            run = getattr(logger, "_experiment", None)  # None: the logger never started a W&B run
-            if run is not None and hasattr(run, "finish"):
-                run.finish(exit_code=1 if failed else 0)
-                logger._experiment = None
+            if isinstance(logger, WandbLogger):
+                finish_wandb_run(failed)
         except Exception as error:  # closing must not hide why the job failed
             log.warning("could not close logger %s: %s", type(logger).__name__, error)

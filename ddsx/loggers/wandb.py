@@ -13,9 +13,13 @@ unless WANDB_MODE=online (the apps set WANDB_MODE=offline when it is unset).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+# Lightning imports W&B only when a run is made, so importing this module needs no W&B account.
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 # The attack's fields that say how strong it is (conf/attack/*.yaml), in tag order.
 ATTACK_STRENGTH = ("steps", "step_size", "epsilon", "norm")
@@ -74,6 +78,15 @@ def hydra_facts() -> dict[str, Any]:
     }
 
 
+class DdsxWandbLogger(WandbLogger):
+    """Lightning's WandbLogger that stores hyperparameters under dotted keys (``attack.step_size``), so
+    W&B's run tables and parallel-coordinates plots can use every field."""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        super().log_hyperparams(flatten(params) if isinstance(params, Mapping) else params, *args, **kwargs)
+
+
 def wandb_logger(
     *,
     run: Mapping[str, Any] | None = None,
@@ -81,8 +94,8 @@ def wandb_logger(
     tags: Sequence[str] = (),
     job_type: str | None = None,
     **kwargs: Any,
-):
-    """Lightning's WandbLogger with ddsx's group, job type and tags, and flattened hyperparameters.
+) -> DdsxWandbLogger:
+    """A :class:`DdsxWandbLogger` with ddsx's group, job type and tags (conf/logger/wandb.yaml).
 
     Args:
         run: what the tags are made of: ``sigma``, ``certify_sigma``, ``method``, ``attack`` (the
@@ -92,8 +105,6 @@ def wandb_logger(
         job_type: None: the app (``train``, ``certify``, ``denoiser``).
         kwargs: passed to WandbLogger (project, name, save_dir, log_model, ...).
     """
-    from ddsx.utils.warnings import wandb_logger as quiet_wandb_logger
-
     run = dict(run or {})
     facts = hydra_facts()
     choices = facts.get("choices", {})
@@ -106,18 +117,19 @@ def wandb_logger(
             group = "-".join(str(part) for part in (dataset, method) if part) or None
     all_tags = run_tags(dataset, sigma, method, choices.get("attack"), run.get("attack")) + list(tags)
     job_type = job_type or facts.get("job_name")
-    logger = quiet_wandb_logger(group=group, tags=all_tags, job_type=job_type, **kwargs)
-    return _flattening(logger)
+    return DdsxWandbLogger(group=group, tags=all_tags, job_type=job_type, **kwargs)
 
 
-def _flattening(logger):
-    """Make ``log_hyperparams`` store the config under dotted keys (W&B tables and parallel coordinates)."""
-    log_hyperparams = logger.log_hyperparams
+@rank_zero_only
+def finish_wandb_run(failed: bool) -> None:
+    """Finish this process's W&B run, if one is open: the next job in the same process (basic and joblib
+    launchers) would otherwise log into it, since Lightning's WandbLogger reuses ``wandb.run``."""
+    import wandb
 
-    def log_flat(params: Any, *args: Any, **kwargs: Any) -> None:
-        if isinstance(params, Mapping):
-            params = flatten(params)
-        log_hyperparams(params, *args, **kwargs)
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
 
-    logger.log_hyperparams = log_flat
-    return logger
+
+def wandb_loggers(loggers: Iterable[object]) -> list[WandbLogger]:
+    """The W&B loggers among ``loggers`` (Lightning's WandbLogger or a subclass)."""
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]

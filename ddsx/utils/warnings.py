@@ -7,15 +7,17 @@ Each filter matches one message of one library, so that a new or unrelated warni
 - Lightning's pytree deprecation (``isinstance(treespec, LeafSpec)`` is deprecated): raised inside
   Lightning's own code by newer torch, nothing a ddsx user can change.
 - Lightning's litlogger tip, printed at every Trainer start: an advertisement, not a diagnosis.
-- W&B's "The anonymous setting has no effect": Lightning's WandbLogger passes ``anonymous=None`` on
-  every run (see :func:`wandb_logger`).
+
+Only Python's own means are used (``warnings.filterwarnings``, a ``logging.Filter``), never a library
+function replaced. So W&B's one line "The anonymous setting has no effect" (Lightning's WandbLogger
+passes ``anonymous=None`` on every run) still shows once per run: W&B prints it to stderr itself,
+outside both, and no public W&B setting drops that one message alone (docs/public_apis.md).
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
 
 # (message regex, module regex) of Python warnings; both must match for a warning to be dropped.
 KNOWN_WARNINGS = (
@@ -28,7 +30,6 @@ LIGHTNING_RANK_ZERO_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
 )
-KNOWN_WANDB_WARNINGS = ("The anonymous setting has no effect",)
 
 
 class _DropKnownMessages(logging.Filter):
@@ -47,21 +48,3 @@ def silence_known_warnings() -> None:
         logger = logging.getLogger(name)
         if _LOG_FILTER not in logger.filters:
             logger.addFilter(_LOG_FILTER)
-
-
-def wandb_logger(**kwargs: Any):
-    """Lightning's WandbLogger, with W&B's warning about the ``anonymous`` setting Lightning always
-    passes filtered out (conf/logger/wandb.yaml builds it; W&B is imported only when it is used)."""
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not getattr(wandb.termwarn, "_ddsx_filtered", False):
-        termwarn = wandb.termwarn
-
-        def filtered_termwarn(string: str, *args: Any, **kw: Any) -> None:
-            if not str(string).startswith(KNOWN_WANDB_WARNINGS):
-                termwarn(string, *args, **kw)
-
-        filtered_termwarn._ddsx_filtered = True  # type: ignore[attr-defined]
-        wandb.termwarn = filtered_termwarn
-    return WandbLogger(**kwargs)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ddsx.certification.metrics import Tally, metric_names, summarize
 from ddsx.certification.result_file import ResultRow
+from ddsx.loggers.wandb import wandb_loggers
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -32,8 +33,8 @@ def log_certification(
         logger.log_metrics(metrics, step=step)
         if hasattr(logger, "save"):
             logger.save()  # CSVLogger buffers; after fit it was already finalised once
-        if type(logger).__name__ == "WandbLogger":
-            _log_to_wandb(logger, rows, result_path, prefix)
+    for logger in wandb_loggers(loggers):
+        _log_to_wandb(logger, rows, result_path, prefix)
     return metrics
 
 
