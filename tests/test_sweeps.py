@@ -63,7 +63,9 @@ def test_every_sweep_definition_composes_at_its_first_middle_and_last_point(
         OmegaConf.to_container(body, resolve=True, throw_on_missing=True)  # every value resolves
 
 
-@pytest.mark.parametrize("chosen", [["sweep=cifar10_grid"], ["sweep=paper_grid", "experiment=cifar10_dds_adv"]])
+@pytest.mark.parametrize(
+    "chosen", [["sweep=cifar10_grid"], ["sweep=paper_grid", "experiment=cifar10_dds_adv"]]
+)
 def test_paper_grids_cover_three_sigmas_two_methods_three_attack_strengths(
     chosen: list[str], tmp_path: Path
 ) -> None:
