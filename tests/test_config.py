@@ -150,3 +150,10 @@ def test_analyze_config_has_no_dummy_method_and_its_wandb_logger_resolves(tmp_pa
     assert "method" not in cfg
     run = OmegaConf.to_container(cfg.logger.wandb.run, resolve=True)
     assert run["method"] is None and run["sigma"] == cfg.sigma
+
+
+@pytest.mark.parametrize("debug", ["fast_dev_run", "limit"])
+def test_debug_overlays_keep_the_chosen_accelerator(compose_train, debug):
+    cfg = compose_train("trainer=gpu", f"debug={debug}")
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("gpu", 1, "bf16-mixed")
+    assert compose_train(f"debug={debug}").trainer.accelerator == "cpu"  # the default trainer is cpu
