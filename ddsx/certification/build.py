@@ -167,6 +167,8 @@ def checkpoint_paths(ckpt_path: Any) -> list[Path]:
             if not found:
                 raise FileNotFoundError(f"no last.ckpt below the folder {path} (ckpt_path)")
             paths.extend(found)
+        elif not path.is_file():
+            raise FileNotFoundError(f"no checkpoint file {path} (ckpt_path)")
         else:
             paths.append(path)
     return paths

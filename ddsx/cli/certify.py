@@ -25,6 +25,7 @@ from ddsx.certification.build import (
     build_certifier,
     build_denoiser,
     check_compatible,
+    checkpoint_paths,
     denoiser_config,
     load_from_config,
     warn_on_mismatch,
@@ -57,6 +58,7 @@ def certify(cfg: DictConfig) -> list[Path]:
     settings = CertifySettings.from_mapping(cfg.certify)
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
+    checkpoint_paths(cfg.get("ckpt_path"))  # a missing checkpoint is refused before any data loads
     fabric = Fabric(**fabric_kwargs(cfg.get("trainer")))
     return fabric.launch(certify_on_process, cfg, settings)
 

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from ddsx.cli.config_checks import check_overrides
+from ddsx.cli.run_folder import remove_if_only_bookkeeping
 from ddsx.errors import DDSXError
 from ddsx.sweeps import in_multirun_job
 from ddsx.utils.warnings import silence_known_warnings
@@ -123,8 +127,12 @@ def expected_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         silence_known_warnings()  # again: a submitit job runs the task in a process of its own
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_overrides(args[0])  # unknown +fields and ill-typed values, before any work
             return task(*args, **kwargs)
         except (Exception, KeyboardInterrupt, SystemExit) as error:
+            if expected_message(error) is not None:
+                remove_if_only_bookkeeping()  # a failed run that wrote nothing leaves no folder
             _exit_if_expected(error, _prog(task), to_log_file=True)
             raise
 

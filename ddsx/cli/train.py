@@ -34,6 +34,9 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Everything ``train`` runs, built from the config (tests call this with composed configs)."""
     L.seed_everything(cfg.seed, workers=True)
+    for key in ("ckpt_path", "init_classifier"):  # a missing checkpoint is refused before any data loads
+        if cfg.get(key) and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"no checkpoint file {cfg[key]} ({key})")
     datamodule = hydra.utils.instantiate(cfg.dataset)
     # Fail on missing or malformed data now, before any run artefact (checkpoint, logs) exists.
     datamodule.setup("fit")
