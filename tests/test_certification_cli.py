@@ -51,12 +51,19 @@ def test_certifies_a_checkpoint_at_its_training_sigma(compose_certify, tmp_path:
     assert (tmp_path / "run" / "config_resolved.yaml").is_file()
 
 
-def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path) -> None:
+def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path, caplog) -> None:
+    import logging
+
+    from ddsx.report import load_runs, summary_table
+
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
-    rows = read_results(
-        certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))[0]
-    )
-    assert rows[0].sigma == 0.25
+    with caplog.at_level(logging.WARNING, logger="ddsx.certification.build"):
+        [path] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))
+    assert read_results(path)[0].sigma == 0.25
+    # the log and the report row both say that this model was trained at another sigma
+    assert any("trained at sigma 0.5" in r.getMessage() for r in caplog.records), caplog.text
+    (run,), _ = load_runs([path])
+    assert summary_table([run], [0.0])[1][0][1] == "0.25 (trained 0.5)"
 
 
 def save_tiny_ddpm(folder: Path) -> None:

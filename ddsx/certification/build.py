@@ -9,6 +9,7 @@ classifier. ``tuned_to`` retunes a shared denoiser to the certified sigma for th
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,20 @@ def warn_on_mismatch(cfg: DictConfig, run_config: dict[str, Any]) -> None:
     if trained_target and current and trained_target != current:
         log.warning(
             "the checkpoint was trained with dataset=%s but this run uses %s", trained_target, current
+        )
+
+
+def warn_on_other_sigma(sigma: float, run_config: dict[str, Any]) -> None:
+    """Certifying at another noise level than the training one is allowed (it is how a model is tested
+    off its sigma) but usually a slip: say so. The report's sigma column says it too (train_sigma)."""
+    trained = run_config.get("sigma")
+    if isinstance(trained, int | float) and not math.isclose(float(trained), sigma):
+        log.warning(
+            "certifying at sigma %g a model trained at sigma %g (certify.sigma=%g); "
+            "leave certify.sigma unset to certify at the training sigma",
+            sigma,
+            trained,
+            sigma,
         )
 
 

@@ -29,6 +29,7 @@ from ddsx.certification.build import (
     denoiser_config,
     load_from_config,
     warn_on_mismatch,
+    warn_on_other_sigma,
 )
 from ddsx.certification.loggers import log_certification
 from ddsx.certification.metrics import format_summary, summarize
@@ -79,6 +80,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     settings = settings.with_sigma(settings.sigma if settings.sigma is not None else run_config.get("sigma"))
     sigma = settings.require_sigma()
     warn_on_mismatch(cfg, run_config)
+    warn_on_other_sigma(sigma, run_config)
     denoiser_cfg, why = denoiser_config(cfg, run_config)
     log.info(why)
     denoiser = build_denoiser(denoiser_cfg, sigma).to(fabric.device)
