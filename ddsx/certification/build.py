@@ -97,6 +97,11 @@ def build_certifier(
             run_info=run_info(spec.run_config, **spec.info),
         )
         targets.append(Target(spec.classifier, output, identity, spec.name))
+    if targets:  # shown, never compared on resume: another torch may give other counts for one seed
+        log.info(
+            "environment: %s",
+            ", ".join(f"{k} {v}" for k, v in targets[0].identity["info"]["environment"].items()),
+        )
     return Certifier(settings, denoiser, targets, int(num_classes), device)
 
 

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 import ddsx
+from ddsx.certification.settings import environment
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds")
@@ -322,6 +323,8 @@ def run_identity(
                 "shard": getattr(settings, "shard", 0),
                 "num_shards": getattr(settings, "num_shards", 1),
                 "ddsx_version": ddsx.__version__,
+                # library versions and the device: why the same seed may give other numbers elsewhere
+                "environment": environment(device_type),
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             },
         }
