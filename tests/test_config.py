@@ -157,3 +157,16 @@ def test_debug_overlays_keep_the_chosen_accelerator(compose_train, debug):
     cfg = compose_train("trainer=gpu", f"debug={debug}")
     assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("gpu", 1, "bf16-mixed")
     assert compose_train(f"debug={debug}").trainer.accelerator == "cpu"  # the default trainer is cpu
+
+
+def test_the_default_denoiser_path_is_absolute_from_the_checkpoint_dir(compose_train, tmp_path, monkeypatch):
+    from tests.conftest import compose_config
+
+    monkeypatch.delenv("DDSX_CHECKPOINTS", raising=False)
+    monkeypatch.delenv("DDSX_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("ddsx_train", ["denoiser=mnist5k"], tmp_path / "run")
+    assert cfg.denoiser.path == str(tmp_path / "checkpoints" / "denoisers" / "mnist5k_ddpm")
+    monkeypatch.setenv("DDSX_CHECKPOINTS", "/ckpts")
+    cfg = compose_config("ddsx_train", ["denoiser=mnist5k"], tmp_path / "run")
+    assert cfg.denoiser.path == "/ckpts/denoisers/mnist5k_ddpm"
