@@ -254,3 +254,25 @@ def test_what_is_expected_and_what_is_a_bug() -> None:
     # A bug keeps its traceback: plain errors raised by ddsx's own code are not "expected".
     assert expected_message(RuntimeError("index out of range")) is None
     assert expected_message(ValueError("shapes do not match")) is None
+
+
+def test_a_launcher_plugin_that_is_not_installed_says_which_extra_to_install(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    # conf/hydra/launcher/local.yaml starts from Hydra's joblib launcher; a wheel without the launchers
+    # extra has no hydra/launcher/joblib: the same composition error, made here with a missing option
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    (tmp_path / "hydra" / "launcher" / "local.yaml").write_text("defaults:\n  - joblib_not_installed\n")
+    (tmp_path / "app.yaml").write_text("defaults:\n  - override hydra/launcher: local\n")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"):
+        with pytest.raises(Exception) as error:
+            compose("app", return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert "pip install 'ddsx[launchers]'" in expected_message(error.value)
+
+
+def test_sweep_with_a_plus_says_to_drop_it(compose_train) -> None:
+    with pytest.raises(Exception) as error:
+        compose_train("+sweep=mnist5k_small")
+    assert "write sweep=<name>, without +" in expected_message(error.value)

@@ -75,13 +75,35 @@ def expected_message(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, CompactHydraException | OmegaConfBaseException):
         # Hydra appends its config search path to a missing group option: noise to the user.
-        return str(error).split("\nConfig search path:")[0].strip()
+        return _with_hint(str(error).split("\nConfig search path:")[0].strip())
     if isinstance(error, FileNotFoundError):
         # ddsx's own FileNotFoundErrors name the path and what belongs there; the OS's name the path.
         return str(error) if error.filename is None else f"no such file or folder: {error.filename}"
     if any(m in str(error) for m in _DEVICE_MESSAGES):
         return f"the requested device does not exist on this machine ({str(error).strip()}): {DEVICE_HINT}"
     return None
+
+
+# Config errors whose cure the message does not say: (words that identify it, what to add).
+_HINTS = (
+    (
+        ("hydra/launcher/", "joblib"),
+        "the local and SLURM launchers are an extra: pip install 'ddsx[launchers]'",
+    ),
+    (
+        ("hydra/launcher/", "submitit"),
+        "the local and SLURM launchers are an extra: pip install 'ddsx[launchers]'",
+    ),
+    (("Multiple values for sweep",), "sweep is in ddsx-train's defaults list: write sweep=<name>, without +"),
+)
+
+
+def _with_hint(message: str) -> str:
+    """``message`` plus the hint of the first of _HINTS whose words it contains."""
+    for words, hint in _HINTS:
+        if all(word in message for word in words):
+            return f"{message} ({hint})"
+    return message
 
 
 def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
