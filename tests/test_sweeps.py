@@ -125,6 +125,11 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None
     result = _train_multirun(tmp_path / "sweep", "certify.n=0,20")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "1 of 2 jobs failed (1 finished): #0 (" in result.stderr
+    # said at the start, before the silent minutes: where each job's log grows
+    assert (
+        f"2 jobs; each job's log: {tmp_path / 'sweep' / '<job>' / 'train.log'}"
+        in result.stdout + result.stderr
+    )
     assert "certify.n=0" in result.stderr and "certify.n must be an integer >= 1" in result.stderr
     summary = (tmp_path / "sweep" / "multirun_summary.txt").read_text().splitlines()
     assert [line.split("\t")[1] for line in summary[1:]] == ["failed", "finished"]
