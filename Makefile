@@ -47,7 +47,8 @@ run: denoiser
 # logs; then the comparison report of the sweep folder (one table per sigma, the W&B runs).
 SWEEP_DIR := multirun/make_sweep/$(shell date +%Y-%m-%d_%H-%M-%S)
 sweep: denoiser
-	$(BIN)/ddsx-train -m +sweep=mnist5k_small 'logger=[csv,wandb]' hydra/launcher=submitit_local \
+	@echo "make sweep: 4 jobs side by side, silent for minutes; each job's log: $(SWEEP_DIR)/<job>/train.log"
+	$(BIN)/ddsx-train -m sweep=mnist5k_small 'logger=[csv,wandb]' hydra/launcher=submitit_local \
 		hydra.launcher.cpus_per_task=1 hydra.launcher.timeout_min=60 hydra.sweep.dir=$(SWEEP_DIR)
 	$(BIN)/ddsx-report $(SWEEP_DIR)
 

@@ -51,12 +51,19 @@ def test_certifies_a_checkpoint_at_its_training_sigma(compose_certify, tmp_path:
     assert (tmp_path / "run" / "config_resolved.yaml").is_file()
 
 
-def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path) -> None:
+def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path, caplog) -> None:
+    import logging
+
+    from ddsx.report import load_runs, summary_table
+
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
-    rows = read_results(
-        certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))[0]
-    )
-    assert rows[0].sigma == 0.25
+    with caplog.at_level(logging.WARNING, logger="ddsx.certification.build"):
+        [path] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))
+    assert read_results(path)[0].sigma == 0.25
+    # the log and the report row both say that this model was trained at another sigma
+    assert any("trained at sigma 0.5" in r.getMessage() for r in caplog.records), caplog.text
+    (run,), _ = load_runs([path])
+    assert summary_table([run], [0.0])[1][0][1] == "0.25 (trained 0.5)"
 
 
 def save_tiny_ddpm(folder: Path) -> None:
@@ -190,3 +197,20 @@ def test_killed_run_resumes_with_the_same_command(tmp_path: Path) -> None:
     subprocess.run(command, check=True, env=_env(), capture_output=True, timeout=300)
     assert [r.idx for r in read_results(path)] == list(range(20))
     assert path.read_bytes().startswith(kept)
+
+
+def test_settings_file_records_library_versions_and_device_never_compared(compose_certify, tmp_path) -> None:
+    import json
+    import platform
+
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    [path] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1"))
+    document = json.loads(sidecar_path(path).read_text())
+    environment = document["info"]["environment"]
+    assert environment["torch"] == torch.__version__ and environment["python"] == platform.python_version()
+    assert {"lightning", "diffusers", "timm"} <= set(environment) and environment["device"].startswith("cpu")
+    # made elsewhere (another torch): the same command still resumes, the versions are only shown
+    document["info"]["environment"]["torch"] = "0.0-elsewhere"
+    sidecar_path(path).write_text(json.dumps(document))
+    [again] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=2"))
+    assert [row.idx for row in read_results(again)] == [0, 1]

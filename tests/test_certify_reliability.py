@@ -126,16 +126,24 @@ def test_a_second_writer_fails_at_once_naming_the_file_and_the_holders_pid(tmp_p
     finally:
         holder.kill()
         holder.wait()
-    # The OS released the dead holder's lock: the same command now resumes.
+    # The OS released the dead holder's lock: the same command now resumes (the stale file is taken
+    # over), and its clean end removes the lock file.
+    assert path.with_name(path.name + ".lock").read_text().strip() == str(holder.pid)
     run(tmp_path, max=6)
     assert [r.idx for r in read_results(path)] == list(range(6))
+    assert not path.with_name(path.name + ".lock").exists()
 
 
 def test_the_lock_is_released_after_a_run_and_after_a_failure(tmp_path: Path) -> None:
     path, _ = run(tmp_path, max=2)
+    lock_file = path.with_name(path.name + ".lock")
+    assert not lock_file.exists()  # a finished run leaves no lock file behind
     with ResultFile(path).lock():
         with pytest.raises(ResultFileLockedError):
             run(tmp_path, max=3)
+        assert lock_file.exists()  # the refused run did not remove the holder's lock
+    with ResultFile(path).lock(), pytest.raises(ResultFileLockedError):
+        ResultFile(path).lock()  # one lock at a time, also when the file was removed and made anew
     run(tmp_path, max=3)  # released: works again
     with pytest.raises(SettingsMismatchError):
         run(tmp_path, max=3, n=33)

@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import CONF_DIR
 
@@ -109,3 +113,61 @@ def test_recipe_values_beat_the_primary_config(compose_train, recipe, sigma):
     """An experiment's top-level keys (sigma) must override ddsx_train.yaml's defaults."""
     cfg = compose_train(f"experiment={recipe}")
     assert cfg.sigma == sigma and cfg.method.sigma == sigma and cfg.certify.sigma == sigma
+
+
+APPS = ["train", "certify", "denoiser", "analyze"]
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_every_app_takes_its_run_and_sweep_folders_from_the_one_shared_block(app, tmp_path):
+    """conf/hydra/ddsx.yaml names the folders of all four apps (outputs/<app>/, multirun/<app>/)."""
+    primary = yaml.safe_load((CONF_DIR / f"ddsx_{app}.yaml").read_text())
+    assert "hydra" not in primary, f"ddsx_{app}.yaml repeats the run/sweep block of conf/hydra/ddsx.yaml"
+    GlobalHydra.instance().clear()
+    # the console script's module name is Hydra's job name (ddsx.cli.certify -> certify)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=app):
+        cfg = compose(f"ddsx_{app}", overrides=[f"paths.root_dir={tmp_path}"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig.instance().set_config(cfg)
+    assert Path(cfg.hydra.run.dir).parent == tmp_path / "outputs" / app
+    assert Path(cfg.hydra.sweep.dir).parent == tmp_path / "multirun" / app
+    assert "ckpt_path" in cfg.hydra.job.config.override_dirname.exclude_keys
+
+
+def test_attacks_share_keep_best_and_classifier_mode_from_one_file(compose_train):
+    files = sorted(p.name for p in (CONF_DIR / "attack").glob("*.yaml") if "keep_best:" in p.read_text())
+    assert files == ["none.yaml"]
+    for option in _options("attack"):
+        attack = compose_train(f"attack={option}").attack
+        assert attack.keep_best is False and attack.classifier_mode == "train", option
+
+
+def test_analyze_config_has_no_dummy_method_and_its_wandb_logger_resolves(tmp_path):
+    from tests.conftest import compose_config
+
+    cfg = compose_config("ddsx_analyze", [f"paths.root_dir={tmp_path}", "logger=wandb"], tmp_path / "run")
+    assert "method" not in cfg
+    run = OmegaConf.to_container(cfg.logger.wandb.run, resolve=True)
+    assert run["method"] is None and run["sigma"] == cfg.sigma
+
+
+@pytest.mark.parametrize("debug", ["fast_dev_run", "limit"])
+def test_debug_overlays_keep_the_chosen_accelerator(compose_train, debug):
+    cfg = compose_train("trainer=gpu", f"debug={debug}")
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision) == ("gpu", 1, "bf16-mixed")
+    assert compose_train(f"debug={debug}").trainer.accelerator == "cpu"  # the default trainer is cpu
+
+
+def test_the_default_denoiser_path_is_absolute_from_the_checkpoint_dir(compose_train, tmp_path, monkeypatch):
+    from tests.conftest import compose_config
+
+    monkeypatch.delenv("DDSX_CHECKPOINTS", raising=False)
+    monkeypatch.delenv("DDSX_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("ddsx_train", ["denoiser=mnist5k"], tmp_path / "run")
+    assert cfg.denoiser.path == str(tmp_path / "checkpoints" / "denoisers" / "mnist5k_ddpm")
+    monkeypatch.setenv("DDSX_CHECKPOINTS", "/ckpts")
+    cfg = compose_config("ddsx_train", ["denoiser=mnist5k"], tmp_path / "run")
+    assert cfg.denoiser.path == "/ckpts/denoisers/mnist5k_ddpm"

@@ -60,7 +60,10 @@ def test_unet_folder_with_its_scheduler_config(pipeline_dir, tmp_path):
 
 
 def test_missing_or_incomplete_folders_say_what_to_put_there(pipeline_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"nowhere.*does not exist.*unet/.*scheduler"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"nowhere.*does not exist.*unet/.*scheduler.*DDSX_CHECKPOINTS.*paths.checkpoint_dir",
+    ):
         load_diffusers_denoiser(tmp_path / "nowhere", sigma=0.25)
     empty = tmp_path / "empty"
     empty.mkdir()

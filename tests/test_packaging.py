@@ -38,6 +38,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"), str(source)], env, tmp
     )
     assert built.returncode == 0, built.stderr[-3000:]
+    assert not (source / "build").exists()  # setuptools builds outside the checkout (setup.py)
     (wheel,) = (tmp / "dist").glob("ddsx-*.whl")
     target = tmp / "target"
     done = run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], env, tmp)

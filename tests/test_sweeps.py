@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -44,12 +45,14 @@ def test_grids_are_a_union_and_the_command_line_replaces_or_adds_axes() -> None:
 def test_every_sweep_definition_composes_at_its_first_middle_and_last_point(
     name: str, tmp_path: Path
 ) -> None:
-    cfg = compose_config("ddsx_train", [f"+sweep={name}", f"paths.root_dir={tmp_path}"], tmp_path / "run")
+    # paper_grid sweeps the chosen experiment's dataset (the per-dataset grids choose theirs)
+    chosen = [f"sweep={name}"] + (["experiment=mnist5k_dds_adv"] if name == "paper_grid" else [])
+    cfg = compose_config("ddsx_train", [*chosen, f"paths.root_dir={tmp_path}"], tmp_path / "run")
     assert cfg.hydra.sweeper._target_ == "hydra_plugins.ddsx_sweeper.DDSXSweeper"
-    jobs = expand_grids(OmegaConf.to_container(cfg.hydra.sweeper.grids), [])
+    jobs = expand_grids(OmegaConf.to_container(cfg.hydra.sweeper.grids, resolve=True), [])
     assert len(jobs) == (4 if name == "mnist5k_small" else 12)
     for job in (jobs[0], jobs[len(jobs) // 2], jobs[-1]):
-        point = compose_config("ddsx_train", [f"+sweep={name}", f"paths.root_dir={tmp_path}", *job], tmp_path)
+        point = compose_config("ddsx_train", [*chosen, f"paths.root_dir={tmp_path}", *job], tmp_path)
         values = dict(item.split("=", 1) for item in job)
         assert point.sigma == float(values["sigma"])
         assert point.method.name == values["method"]
@@ -60,9 +63,16 @@ def test_every_sweep_definition_composes_at_its_first_middle_and_last_point(
         OmegaConf.to_container(body, resolve=True, throw_on_missing=True)  # every value resolves
 
 
-def test_paper_grids_cover_three_sigmas_two_methods_three_attack_strengths(tmp_path: Path) -> None:
-    cfg = compose_config("ddsx_train", ["+sweep=cifar10_grid", f"paths.root_dir={tmp_path}"], tmp_path)
-    jobs = [dict(item.split("=", 1) for item in job) for job in expand_grids(cfg.hydra.sweeper.grids, [])]
+@pytest.mark.parametrize(
+    "chosen", [["sweep=cifar10_grid"], ["sweep=paper_grid", "experiment=cifar10_dds_adv"]]
+)
+def test_paper_grids_cover_three_sigmas_two_methods_three_attack_strengths(
+    chosen: list[str], tmp_path: Path
+) -> None:
+    cfg = compose_config("ddsx_train", [*chosen, f"paths.root_dir={tmp_path}"], tmp_path)
+    # the grids as the sweeper receives them (Hydra instantiates it, resolving the attack axis)
+    grids = hydra.utils.instantiate(cfg.hydra.sweeper).grids
+    jobs = [dict(item.split("=", 1) for item in job) for job in expand_grids(grids, [])]
     assert {job["sigma"] for job in jobs} == {"0.25", "0.5", "1.0"}
     assert {(job["method"], job.get("attack")) for job in jobs} == {
         ("dds_finetune", None),
@@ -76,7 +86,7 @@ def test_paper_grids_cover_three_sigmas_two_methods_three_attack_strengths(tmp_p
 def test_slurm_launcher_resolves_to_fields_of_the_installed_submitit_plugin() -> None:
     from hydra_plugins.hydra_submitit_launcher.config import SlurmQueueConf
 
-    command = [sys.executable, "-m", "ddsx.cli.train", "+sweep=cifar10_grid", "hydra/launcher=slurm"]
+    command = [sys.executable, "-m", "ddsx.cli.train", "sweep=cifar10_grid", "hydra/launcher=slurm"]
     command += ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra.launcher.partition=gpu"]
     result = subprocess.run(
         [*command, "--cfg", "all", "--resolve"], env=_env(), capture_output=True, text=True, timeout=120
@@ -117,6 +127,11 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None
     result = _train_multirun(tmp_path / "sweep", "certify.n=0,20")
     assert result.returncode == 2, result.stderr[-3000:]
     assert "1 of 2 jobs failed (1 finished): #0 (" in result.stderr
+    # said at the start, before the silent minutes: where each job's log grows
+    assert (
+        f"2 jobs; each job's log: {tmp_path / 'sweep' / '<job>' / 'train.log'}"
+        in result.stdout + result.stderr
+    )
     assert "certify.n=0" in result.stderr and "certify.n must be an integer >= 1" in result.stderr
     summary = (tmp_path / "sweep" / "multirun_summary.txt").read_text().splitlines()
     assert [line.split("\t")[1] for line in summary[1:]] == ["failed", "finished"]
@@ -162,7 +177,7 @@ def test_two_jobs_through_the_real_submitit_executor_one_failing(tmp_path: Path)
     """The failure isolation through submitit_local (separate job processes, pickled job returns)."""
     result = _train_multirun(
         tmp_path / "sweep",
-        "+sweep=mnist5k_small",
+        "sweep=mnist5k_small",
         "denoiser=none",
         "sigma=0.5",
         "hydra/launcher=submitit_local",

@@ -120,6 +120,16 @@ def test_wandb_logger_runs_offline(compose_train, monkeypatch):
     assert len(runs) == 1, "an offline W&B run folder must be written next to the run's outputs"
 
 
+def test_a_smoke_run_of_a_denoiser_method_without_one_says_what_its_numbers_mean(compose_train, caplog):
+    import logging
+
+    cfg = compose_train("dataset=digits", "debug=fast_dev_run", "method=dds_adv", "attack=mnist", "sigma=0.5")
+    with caplog.at_level(logging.WARNING, logger="ddsx.cli.train"):
+        train(cfg)
+    assert "the test accuracies below are those of an untrained model" in caplog.text
+    assert "method=dds_adv with denoiser=none" in caplog.text
+
+
 def test_logger_none_with_the_default_callbacks_trains(compose_train):
     # The default callbacks hold a LearningRateMonitor, which Lightning refuses without a logger.
     cfg = compose_train("logger=none", "dataset=digits", "debug=fast_dev_run")

@@ -9,6 +9,7 @@ classifier. ``tuned_to`` retunes a shared denoiser to the certified sigma for th
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,11 @@ def build_certifier(
             split_seed=split_seed,
         )
         targets.append(Target(spec.classifier, output, identity, spec.name))
+    if targets:  # shown, never compared on resume: another torch may give other counts for one seed
+        log.info(
+            "environment: %s",
+            ", ".join(f"{k} {v}" for k, v in targets[0].identity["info"]["environment"].items()),
+        )
     return Certifier(settings, denoiser, targets, int(num_classes), device)
 
 
@@ -170,6 +176,8 @@ def checkpoint_paths(ckpt_path: Any) -> list[Path]:
             if not found:
                 raise FileNotFoundError(f"no last.ckpt below the folder {path} (ckpt_path)")
             paths.extend(found)
+        elif not path.is_file():
+            raise FileNotFoundError(f"no checkpoint file {path} (ckpt_path)")
         else:
             paths.append(path)
     return paths
@@ -270,6 +278,20 @@ def warn_on_mismatch(cfg: DictConfig, run_config: dict[str, Any]) -> None:
     if trained_target and current and trained_target != current:
         log.warning(
             "the checkpoint was trained with dataset=%s but this run uses %s", trained_target, current
+        )
+
+
+def warn_on_other_sigma(sigma: float, run_config: dict[str, Any]) -> None:
+    """Certifying at another noise level than the training one is allowed (it is how a model is tested
+    off its sigma) but usually a slip: say so. The report's sigma column says it too (train_sigma)."""
+    trained = run_config.get("sigma")
+    if isinstance(trained, int | float) and not math.isclose(float(trained), sigma):
+        log.warning(
+            "certifying at sigma %g a model trained at sigma %g (certify.sigma=%g); "
+            "leave certify.sigma unset to certify at the training sigma",
+            sigma,
+            trained,
+            sigma,
         )
 
 

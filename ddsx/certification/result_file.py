@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 import ddsx
+from ddsx.certification.settings import environment
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds")
@@ -357,6 +358,8 @@ def run_identity(
                 # A subset's idx in the full split (the selection's positions -> row idx); None: idx = position.
                 "source_indices": source_indices(dataset),
                 "ddsx_version": ddsx.__version__,
+                # library versions and the device: why the same seed may give other numbers elsewhere
+                "environment": environment(device_type),
                 "created": datetime.datetime.now().isoformat(timespec="seconds"),
             },
         }
@@ -512,24 +515,31 @@ class ResultFile:
 class FileLock:
     """An exclusive ``fcntl.flock`` on ``lock_path`` for as long as this object is open.
 
-    The OS releases it when the process dies, so a killed run never leaves a stale lock.
+    The OS releases it when the process dies, so a killed run never leaves a stale lock (its file, with
+    the dead pid in it, is taken over by the next run). A clean release removes the file, while still
+    holding the lock; a process that opened the file just before is told by the inode check below
+    that it locked a removed file, and opens the path anew.
     """
 
     def __init__(self, lock_path: Path, guarded: Path) -> None:
         self.path = lock_path
-        self._handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release(); never truncates
-        try:
-            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            self._handle.seek(0)
-            holder = self._handle.read().strip() or "unknown"
-            self._handle.close()
-            raise ResultFileLockedError(
-                f"{guarded} is being written by another process (pid {holder}, lock {lock_path.name}); "
-                "wait for it to finish or choose another certify.output"
-            ) from None
+        while True:
+            self._handle = open(lock_path, "a+")  # noqa: SIM115 - closed by release(); never truncates
+            try:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                self._handle.seek(0)
+                holder = self._handle.read().strip() or "unknown"
+                self._handle.close()
+                raise ResultFileLockedError(
+                    f"{guarded} is being written by another process (pid {holder}, lock {lock_path.name}); "
+                    "wait for it to finish or choose another certify.output"
+                ) from None
+            if _same_file(self._handle, lock_path):
+                break
+            self._handle.close()  # locked a file its holder removed on release: take the path's own
         self._handle.seek(0)
         self._handle.truncate()
         self._handle.write(f"{os.getpid()}\n")
@@ -537,6 +547,7 @@ class FileLock:
 
     def release(self) -> None:
         if not self._handle.closed:
+            self.path.unlink(missing_ok=True)  # before unlocking: nobody can take the removed file's lock
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
 
@@ -545,6 +556,14 @@ class FileLock:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    """Whether the open ``handle`` is still the file at ``path`` (not removed or replaced since)."""
+    try:
+        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 class ResultWriter:

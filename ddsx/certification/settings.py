@@ -268,3 +268,28 @@ def _is_number(value: Any) -> bool:
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
         raise InvalidSettingError(f"certify.{name} must be {expected}, got {got!r}")
+
+
+# The libraries whose versions can change the numbers of a run with the same seed (kernels, the
+# denoiser's scheduler, timm's models): recorded in the settings file's info, shown, never compared.
+ENVIRONMENT_PACKAGES = ("torch", "lightning", "diffusers", "timm", "numpy")
+
+
+def environment(device_type: str) -> dict[str, str]:
+    """Python, the versions of ENVIRONMENT_PACKAGES (``absent`` if not installed) and the device."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ENVIRONMENT_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    device = device_type
+    if device_type == "cuda" and torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.get_device_name()}, CUDA {torch.version.cuda})"
+    elif device_type == "cpu":
+        device = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    versions["torch"] = torch.__version__  # with its build (+cu130, +cpu), which the metadata may lack
+    return versions | {"device": device}

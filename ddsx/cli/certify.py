@@ -25,9 +25,11 @@ from ddsx.certification.build import (
     build_certifier,
     build_denoiser,
     check_compatible,
+    checkpoint_paths,
     denoiser_config,
     load_from_config,
     warn_on_mismatch,
+    warn_on_other_sigma,
 )
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import identity_differences, read_results
@@ -57,6 +59,7 @@ def certify(cfg: DictConfig) -> list[Path]:
     settings = CertifySettings.from_mapping(cfg.certify)
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
+    checkpoint_paths(cfg.get("ckpt_path"))  # a missing checkpoint is refused before any data loads
     fabric = Fabric(**fabric_kwargs(cfg.get("trainer")))
     return fabric.launch(certify_on_process, cfg, settings)
 
@@ -77,6 +80,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
     settings = settings.with_sigma(settings.sigma if settings.sigma is not None else run_config.get("sigma"))
     sigma = settings.require_sigma()
     warn_on_mismatch(cfg, run_config)
+    warn_on_other_sigma(sigma, run_config)
     denoiser_cfg, why = denoiser_config(cfg, run_config)
     log.info(why)
     denoiser = build_denoiser(denoiser_cfg, sigma).to(fabric.device)

@@ -24,6 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
+from ddsx.cli.config_checks import check_overrides
+from ddsx.cli.run_folder import remove_if_only_bookkeeping
 from ddsx.errors import DDSXError
 from ddsx.sweeps import in_multirun_job
 from ddsx.utils.warnings import silence_known_warnings
@@ -71,13 +75,35 @@ def expected_message(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, CompactHydraException | OmegaConfBaseException):
         # Hydra appends its config search path to a missing group option: noise to the user.
-        return str(error).split("\nConfig search path:")[0].strip()
+        return _with_hint(str(error).split("\nConfig search path:")[0].strip())
     if isinstance(error, FileNotFoundError):
         # ddsx's own FileNotFoundErrors name the path and what belongs there; the OS's name the path.
         return str(error) if error.filename is None else f"no such file or folder: {error.filename}"
     if any(m in str(error) for m in _DEVICE_MESSAGES):
         return f"the requested device does not exist on this machine ({str(error).strip()}): {DEVICE_HINT}"
     return None
+
+
+# Config errors whose cure the message does not say: (words that identify it, what to add).
+_HINTS = (
+    (
+        ("hydra/launcher/", "joblib"),
+        "the local and SLURM launchers are an extra: pip install 'ddsx[launchers]'",
+    ),
+    (
+        ("hydra/launcher/", "submitit"),
+        "the local and SLURM launchers are an extra: pip install 'ddsx[launchers]'",
+    ),
+    (("Multiple values for sweep",), "sweep is in ddsx-train's defaults list: write sweep=<name>, without +"),
+)
+
+
+def _with_hint(message: str) -> str:
+    """``message`` plus the hint of the first of _HINTS whose words it contains."""
+    for words, hint in _HINTS:
+        if all(word in message for word in words):
+            return f"{message} ({hint})"
+    return message
 
 
 def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -123,8 +149,12 @@ def expected_errors(task: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         silence_known_warnings()  # again: a submitit job runs the task in a process of its own
         try:
+            if args and isinstance(args[0], DictConfig):
+                check_overrides(args[0])  # unknown +fields and ill-typed values, before any work
             return task(*args, **kwargs)
         except (Exception, KeyboardInterrupt, SystemExit) as error:
+            if expected_message(error) is not None:
+                remove_if_only_bookkeeping()  # a failed run that wrote nothing leaves no folder
             _exit_if_expected(error, _prog(task), to_log_file=True)
             raise
 

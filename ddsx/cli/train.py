@@ -34,6 +34,9 @@ def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Everything ``train`` runs, built from the config (tests call this with composed configs)."""
     L.seed_everything(cfg.seed, workers=True)
+    for key in ("ckpt_path", "init_classifier"):  # a missing checkpoint is refused before any data loads
+        if cfg.get(key) and not Path(cfg[key]).is_file():
+            raise FileNotFoundError(f"no checkpoint file {cfg[key]} ({key})")
     datamodule = hydra.utils.instantiate(cfg.dataset)
     # Fail on missing or malformed data now, before any run artefact (checkpoint, logs) exists.
     datamodule.setup("fit")
@@ -83,6 +86,7 @@ def fit_and_test(
         cfg.sigma,
     )
     _log_hyperparameters(trainer, model.run_config)
+    _say_what_the_numbers_mean(cfg)
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg))
     else:
@@ -95,6 +99,24 @@ def fit_and_test(
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     _print_summary(metrics)
     return metrics
+
+
+@rank_zero_only
+def _say_what_the_numbers_mean(cfg: DictConfig) -> None:
+    """A smoke run's test accuracy is that of a model trained on one batch (often 0 or chance): say so,
+    and say when a method meant for a denoiser runs without one."""
+    if cfg.trainer.get("fast_dev_run"):
+        log.warning(
+            "trainer.fast_dev_run: one batch of training, validation and test, to check the wiring; "
+            "the test accuracies below are those of an untrained model (0 or chance is expected)"
+        )
+    uses_denoiser = str(OmegaConf.select(cfg, "method.name")) in ("dds", "dds_finetune", "dds_adv")
+    if uses_denoiser and "Identity" in str(OmegaConf.select(cfg, "denoiser._target_")):
+        log.warning(
+            "method=%s with denoiser=none: the classifier sees the noisy images themselves, the method's "
+            "denoiser step is the identity (set denoiser=mnist5k or another one for the paper's method)",
+            cfg.method.name,
+        )
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:

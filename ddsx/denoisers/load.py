@@ -46,7 +46,11 @@ def find_diffusers_parts(path: str | Path) -> tuple[Path, Path]:
     """(unet folder, scheduler_config.json) inside ``path``; FileNotFoundError saying what is missing."""
     root = Path(str(path)).expanduser()
     if not root.exists():
-        raise FileNotFoundError(f"denoiser path {root} does not exist. Put there {WHAT_TO_PUT_THERE}")
+        raise FileNotFoundError(
+            f"denoiser path {root.absolute()} does not exist. Put there {WHAT_TO_PUT_THERE}; or point "
+            "ddsx at the folder that holds denoisers/ with DDSX_CHECKPOINTS=<folder> or "
+            "paths.checkpoint_dir=<folder> (relative paths are taken from the folder you launch from)"
+        )
     if not root.is_dir():
         raise FileNotFoundError(f"denoiser path {root} is a file, not a folder. Expected {WHAT_TO_PUT_THERE}")
     if (root / "unet" / "config.json").is_file():

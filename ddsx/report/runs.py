@@ -62,6 +62,7 @@ class Run:
     split: str | None = None
     certify_seed: int | None = None
     train_seed: int | None = None  # the seed the classifier was trained with (ddsx-train's run config)
+    train_sigma: float | None = None  # the sigma the classifier was trained at (ddsx-train's run config)
     examples_planned: int | None = None
     samples: list[int] = field(default_factory=list)  # samples used per row after n0 (sequential files)
     torn: bool = False
@@ -209,6 +210,9 @@ def _describe(run: Run, identity: dict[str, Any]) -> None:
     run.classifier = str(info.get("run", {}).get("classifier") or "")
     train_seed = info.get("run", {}).get("seed")
     run.train_seed = train_seed if isinstance(train_seed, int) and not isinstance(train_seed, bool) else None
+    train_sigma = info.get("run", {}).get("train_sigma")
+    ok = isinstance(train_sigma, int | float) and not isinstance(train_sigma, bool)
+    run.train_sigma = float(train_sigma) if ok else None
     run.extra = {"split": run.split, "radii": info.get("radii") or settings.get("radii")}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from ddsx.certification.metrics import summarize
@@ -35,7 +36,7 @@ def summary_table(runs: Sequence[Run], radii: Sequence[float], names: Sequence[s
     for i, run in enumerate(runs):
         row = [
             run.group if names is None else names[i],
-            "?" if run.sigma is None else f"{run.sigma:g}",
+            _sigma_cell(run),
             str(len(run.rows)),
             "?" if run.n is None else str(run.n),
             "?" if run.alpha is None else f"{run.alpha:g}",
@@ -184,6 +185,15 @@ def to_latex(table: Table, caption: str = "") -> str:
 
 def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.1f}"
+
+
+def _sigma_cell(run: Run) -> str:
+    """The certified sigma, and the training sigma where it differs (a model certified off its sigma)."""
+    if run.sigma is None:
+        return "?"
+    if run.train_sigma is not None and not math.isclose(run.train_sigma, run.sigma):
+        return f"{run.sigma:g} (trained {run.train_sigma:g})"
+    return f"{run.sigma:g}"
 
 
 def _sigma(run: Run) -> str:

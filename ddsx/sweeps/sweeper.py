@@ -54,6 +54,12 @@ class IsolatingSweeper(BasicSweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         size = self.max_batch_size if self.max_batch_size and self.max_batch_size > 0 else len(jobs)
+        # A sweep prints nothing else until its jobs end (minutes): say where each job's log grows.
+        log.info(
+            "multirun: %d jobs; each job's log: %s",
+            len(jobs),
+            sweep_dir / "<job>" / f"{self.config.hydra.job.name}.log",
+        )
         returns: list[Sequence[JobReturn]] = []
         for start in range(0, len(jobs), size):
             batch = jobs[start : start + size]
