@@ -14,7 +14,7 @@ from functools import cache
 
 from ddsx.smoothing.procedures.base import ABSTAIN, Budget, Outcome, Procedure, Rule
 
-__all__ = ["ABSTAIN", "Budget", "Outcome", "Procedure", "Rule", "get_procedure", "procedures"]
+__all__ = ["ABSTAIN", "Budget", "Outcome", "Procedure", "Rule", "get_procedure", "procedures", "radius_kind"]
 
 
 @cache
@@ -38,3 +38,9 @@ def get_procedure(name: str) -> Procedure:
     if name not in known:
         raise ValueError(f"unknown statistical test {name!r}; known: {', '.join(sorted(known))}")
     return known[name]
+
+
+def radius_kind(name: str) -> str | None:
+    """ "exact" or "grid" for the test called ``name`` (a result file's ``mode``); None when unknown."""
+    procedure = procedures().get(name)
+    return None if procedure is None else procedure.radius
