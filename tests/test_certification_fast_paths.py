@@ -12,11 +12,9 @@ import torch
 from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results, sidecar_path
 from ddsx.certification import autotune as autotune_module
 from ddsx.certification.autotune import Trial, autotune_batch_size, candidates_for, format_trials
-from ddsx.certification.decisions import FixedDecision, SequentialDecision
 from ddsx.certification.fast_paths import CompiledOrEager, resolve_autocast_name
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.models.classifiers import lenet
-from ddsx.smoothing.sequential import sequential_plan
 from tests.conftest import tiny_unet
 
 NUM_CLASSES = 10
@@ -191,45 +189,3 @@ def test_candidates_never_exceed_the_limit() -> None:
     assert candidates_for(torch.device("cpu"), limit=100) == (16, 32, 64)
     assert candidates_for(torch.device("cpu"), limit=10) == (10,)
     assert max(candidates_for(torch.device("cuda"))) >= 4096
-
-
-# ----- counts stay on the device ---------------------------------------------------------------------
-
-
-def test_decisions_take_device_counts_and_read_them_only_when_needed() -> None:
-    as_int, as_tensor = FixedDecision(2, 100), FixedDecision(2, 100)
-    for hits, k in ((30, 40), (45, 60)):
-        as_int.absorb(hits, k)
-        as_tensor.absorb(torch.tensor(hits), k)
-    settings = CertifySettings(sigma=0.5, n=100, alpha=0.01)
-    assert as_tensor.outcome(settings) == as_int.outcome(settings)
-    assert isinstance(as_tensor.outcome(settings).count, int)
-
-
-def test_sequential_decision_hands_the_test_whole_chunks_only() -> None:
-    plan = sequential_plan(0.5, (0.0, 0.25), alpha=0.01, n_max=1000, check_every=100)
-    whole, pieces = SequentialDecision(1, plan), SequentialDecision(1, plan)
-    while not whole.done:
-        k = whole.request()
-        whole.absorb(k, k)  # every copy is the candidate
-        first = pieces.request() // 3
-        pieces.absorb(torch.tensor(first), first)
-        assert pieces.request() == k - first  # the rest of the chunk, not a new chunk
-        pieces.absorb(torch.tensor(k - first), k - first)
-    settings = CertifySettings(sigma=0.5, n=1000, alpha=0.01, mode="sequential", radii=(0.0, 0.25))
-    assert pieces.done and pieces.outcome(settings) == whole.outcome(settings)
-    assert whole.outcome(settings).radius == 0.25
-
-
-def test_the_engine_hands_counts_to_decisions_as_device_tensors(monkeypatch, tmp_path: Path) -> None:
-    # No host synchronisation per batch: the fixed-mode loop never turns a count into a Python int.
-    seen: list[type] = []
-    original = FixedDecision.absorb
-
-    def spy(self, hits, samples):
-        seen.append(type(hits))
-        original(self, hits, samples)
-
-    monkeypatch.setattr(FixedDecision, "absorb", spy)
-    certify(tmp_path, "spied", batch_size=50)
-    assert seen and all(t is torch.Tensor for t in seen)

@@ -203,3 +203,37 @@ def test_runtime_guard_fires_on_a_certificate_weaker_than_fixed_n_cp(fresh: Sequ
     test = SequentialTest(bad)
     with pytest.raises(AssertionError, match="guard"):
         test.update(60, 100)
+
+
+def test_a_planted_cache_of_cp_rechecked_at_every_look_is_refused(
+    tmp_path: Path, fresh: SequentialPlan
+) -> None:
+    """Issue 19: boundaries of "Clopper-Pearson at alpha re-checked at every look" pass the fixed-n CP
+    check (each is a CP certificate) but certify falsely at about 10x alpha; the loader must refuse them."""
+    from tests.test_sequential_validity import cp_rechecked_every_batch
+
+    sequential_plan(**ARGS, cache_dir=tmp_path)
+    path = only_file(tmp_path)
+    # Every look CP at alpha; final_at (only checked, never used to decide) kept from the valid plan.
+    bad = dataclasses.replace(cp_rechecked_every_batch(fresh), final_at=fresh.final_at)
+    plan_module.check_against_fixed_cp(bad)  # the old check alone lets it through
+    with np.load(path) as data:
+        arrays = dict(data)
+    arrays |= {"certify_at": bad.certify_at, "give_up_at": bad.give_up_at, "final_at": bad.final_at}
+    np.savez(path, **arrays)
+    with pytest.warns(UserWarning, match="not backed by the e-process"):
+        plan = sequential_plan(**ARGS, cache_dir=tmp_path)
+    assert_same_plan(plan, fresh)
+
+
+def test_the_eprocess_check_accepts_computed_plans(fresh: SequentialPlan) -> None:
+    plan_module.check_against_eprocess(fresh)
+    # One boundary point lowered by one count is no longer backed by E_k >= 5 / alpha.
+    i = int(np.flatnonzero(fresh.certify_at[:-1, 1] <= fresh.check_times[:-1])[5])
+    lowered = fresh.certify_at.copy()
+    lowered[i, 1:] -= 1
+    weaker = dataclasses.replace(
+        fresh, certify_at=lowered, give_up_at=np.minimum(fresh.give_up_at, lowered - 1)
+    )
+    with pytest.raises(ValueError, match="not backed"):
+        plan_module.check_against_eprocess(weaker)

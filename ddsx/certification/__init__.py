@@ -1,6 +1,6 @@
 """Certification engine: settings, the engine and its builder, result files, metrics, loggers.
 
-Flow: settings -> build (build.py) -> engine (engine.py, decisions.py) -> result file
+Flow: settings -> build (build.py) -> engine (engine.py; the loop and the statistical tests are ddsx.smoothing.loop and ddsx.smoothing.procedures) -> result file
 (result_file.py) -> metrics (metrics.py) -> progress.py, loggers.py. The callback lives in
 ``ddsx.certification.callback`` (import it from there; it pulls in Lightning). This package never
 imports ``ddsx.report``.

@@ -1,8 +1,9 @@
 """Certify the examples of a dataset with one denoiser and one or more classifiers, into result files.
 
-The schedule: noisy copies of several examples are packed into each forward batch (in sequential
-mode the least sampled example first, in fixed mode the oldest first); each batch is denoised once and then classified by every classifier that
-still needs one of its examples. Example idx always draws its noise from its own generator seeded
+The schedule (``ddsx.smoothing.loop``, shared with ``Smooth``): noisy copies of several examples are
+packed into each forward batch (for a test that stops early the least sampled example first, else
+the oldest first); each batch is denoised once and then classified by every classifier that still
+needs one of its examples, and all their counts are formed with one segment-sum on the device. Example idx always draws its noise from its own generator seeded
 by (seed, idx), in the fixed noise blocks of ``ddsx.smoothing.noise``: the n0 selection copies
 first, then the copies the decision counts. So a row depends on neither the batch size, nor the
 packing, nor the other classifiers, nor the number of processes.
@@ -25,7 +26,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ddsx.certification.autotune import autotune_batch_size, candidates_for, format_trials
-from ddsx.certification.decisions import Decision, make_decision, plan_for
 from ddsx.certification.fast_paths import prepare_model, to_device
 from ddsx.certification.progress import CertifyProgress
 from ddsx.certification.result_file import (
@@ -38,9 +38,10 @@ from ddsx.certification.result_file import (
 from ddsx.certification.selection import label_lookup
 from ddsx.certification.settings import CertifySettings
 from ddsx.smoothing import example_generator
+from ddsx.smoothing.loop import CertifyLoop, Example, LoopStats
 from ddsx.smoothing.noise import GaussianStream
-from ddsx.smoothing.sequential import SequentialPlan
-from ddsx.smoothing.smooth import resolve_autocast_dtype
+from ddsx.smoothing.precision import autocast, resolve_autocast_dtype
+from ddsx.smoothing.procedures import Rule
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -68,78 +69,6 @@ class Target:
         self.file = ResultFile(self.output)
 
 
-class Example:
-    """One example in flight: its noise, the n0 selection counts, one decision per target."""
-
-    def __init__(
-        self,
-        order: int,
-        idx: int,
-        x: torch.Tensor,
-        label: int,
-        targets: list[int],
-        settings: CertifySettings,
-        num_classes: int,
-        plan: SequentialPlan | None = None,
-    ) -> None:
-        self.order, self.idx, self.x, self.label, self.targets = order, idx, x, label, targets
-        self.settings, self.num_classes, self.plan = settings, num_classes, plan
-        generator = example_generator(settings.seed, idx, x.device)
-        self.select_left = settings.n0_used
-        # Selection copies first, then the test's: the order Smooth.certify draws them in.
-        stream = {"generator": generator, "device": x.device, "dtype": x.dtype}
-        self.select_stream = GaussianStream(x.shape, self.select_left, **stream)
-        self.test_stream = GaussianStream(x.shape, settings.n, **stream)
-        self.counts0 = {t: torch.zeros(num_classes, dtype=torch.long, device=x.device) for t in targets}
-        self.decisions: dict[int, Decision] = {}
-        if not self.select_left:
-            self._start_decisions({t: label for t in targets})
-        self.drawn = 0
-        self.seconds = 0.0
-
-    @property
-    def selecting(self) -> bool:
-        return self.select_left > 0
-
-    def undecided(self) -> list[int]:
-        return [t for t, d in self.decisions.items() if not d.done]
-
-    @property
-    def done(self) -> bool:
-        return not self.selecting and not self.undecided()
-
-    def request(self) -> int:
-        """Samples this example can use in the next batch (a selection chunk never mixes with a test one)."""
-        if self.selecting:
-            return self.select_left
-        return min((self.decisions[t].request() for t in self.undecided()), default=0)
-
-    def take(self, k: int) -> torch.Tensor:
-        self.drawn += k
-        return (self.select_stream if self.selecting else self.test_stream).take(k)
-
-    def absorb(self, predictions: dict[int, torch.Tensor], k: int) -> None:
-        """Predicted labels (k,) of each needed target on the last ``k`` samples taken."""
-        if self.selecting:
-            for t in self.targets:
-                self.counts0[t] += torch.bincount(predictions[t], minlength=self.num_classes)
-            self.select_left -= k
-            if not self.select_left:
-                # As Smooth.certify: the counts move to the CPU, ties go to the lowest class.
-                self._start_decisions({t: int(self.counts0[t].cpu().argmax()) for t in self.targets})
-            return
-        for t in self.undecided():
-            # A 0-d tensor on the device: read only when the decision needs it (no sync per batch).
-            self.decisions[t].absorb((predictions[t] == self.decisions[t].candidate).sum(), k)
-
-    def needs(self) -> list[int]:
-        """Targets whose classifier must see this example's next chunk."""
-        return list(self.targets) if self.selecting else self.undecided()
-
-    def _start_decisions(self, candidates: dict[int, int]) -> None:
-        self.decisions = {t: make_decision(self.settings, candidates[t], self.plan) for t in self.targets}
-
-
 @dataclass
 class Certifier:
     """Denoiser, classifiers and settings, ready to certify a split (build it with ``build_certifier``).
@@ -157,11 +86,14 @@ class Certifier:
     targets: list[Target]
     num_classes: int
     device: torch.device
-    plan: SequentialPlan | None = field(default=None, init=False)
+    rule: Rule = field(init=False)
     batch_size: int | None = field(default=None, init=False)
+    stats: LoopStats = field(default_factory=LoopStats, init=False)
 
     def __post_init__(self) -> None:
-        self.plan = plan_for(self.settings)  # computed (or read from the cache) once per run
+        # The statistical test certify.mode names, prepared once per run (a plan may come from a cache,
+        # re-verified on load: ddsx.smoothing.sequential_boundaries).
+        self.rule = self.settings.procedure.prepare(self.settings.budget())
         if self.settings.autocast_dtype == "auto":
             raise ValueError("resolve autocast_dtype=auto first (CertifySettings.resolved_for)")
         self.batch_size = None if self.settings.batch_size == "auto" else int(self.settings.batch_size)
@@ -253,7 +185,7 @@ class Certifier:
         names = ", ".join(t.name for t in self.targets)
         if rank == 0:
             log.info(
-                "certifying %d examples of the %s split at sigma=%g in %s mode (%d to do) for %d "
+                "certifying %d examples of the %s split at sigma=%g with test %s (%d to do) for %d "
                 "classifier(s) [%s]: at most %s forward passes (n0=%d + n=%d each) on %d process(es)",
                 len(positions),
                 settings.split,
@@ -297,57 +229,46 @@ class Certifier:
                 writer.close()
 
     def examples(self, dataset, work: Sequence[tuple[int, int, list[int]]]):
-        """Yield each Example of ``work`` ((position, idx, target numbers)) once decided."""
-        batch_size = self._batch_size()
-        waiting = list(enumerate(work))
-        waiting.reverse()  # pop() from the end: examples start in the given order
-        active: list[Example] = []
-        while active or waiting:
-            while waiting and sum(e.request() for e in active) < batch_size:
-                order, (position, idx, targets) = waiting.pop()
-                image, label = dataset[position]
-                x = to_device(image, self.device, self.settings.pin_memory)
-                example = Example(
-                    order, idx, x, int(label), targets, self.settings, self.num_classes, self.plan
-                )
-                if example.done:  # nothing to sample (cannot happen with n >= 1; kept for safety)
-                    yield example
-                else:
-                    active.append(example)
-            # Sequential: the least sampled first, so batches stay full while examples stop at
-            # different times. Fixed: the oldest first, so rows (and progress) come one by one.
-            sequential = self.settings.mode == "sequential"
-            active.sort(key=(lambda e: (e.drawn, e.order)) if sequential else (lambda e: e.order))
-            chunks, space = [], batch_size
-            for example in active:
-                k = min(example.request(), space)
-                if k > 0:
-                    chunks.append((example, example.needs(), example.take(k)))
-                    space -= k
-                if not space:
-                    break
-            start = time.perf_counter()
-            predictions = self._classify(chunks)
-            seconds = time.perf_counter() - start
-            total = batch_size - space
-            for (example, _, noise), preds in zip(chunks, predictions, strict=True):
-                example.absorb(preds, len(noise))
-                example.seconds += seconds * len(noise) / total
-            finished = [e for e in active if e.done]
-            active = [e for e in active if not e.done]
-            yield from sorted(finished, key=lambda e: e.order)
+        """Yield each Example of ``work`` ((position, idx, target numbers)) once decided.
 
-    def _classify(self, chunks) -> list[dict[int, torch.Tensor]]:
-        """One forward batch: denoise every chunk's noisy copies once, classify with each needed target."""
-        sigma = self.settings.require_sigma()
-        noisy = torch.cat([noise.mul_(sigma).add_(example.x) for example, _, noise in chunks])
-        needed = sorted({t for _, targets, _ in chunks for t in targets})
+        Scheduling and counting are the shared loop's (``ddsx.smoothing.loop``); the engine adds where
+        examples come from (the dataset, on the device, noise seeded by (seed, idx)).
+        """
+        settings = self.settings
+        loop = CertifyLoop(
+            self.rule,
+            self._stacked_labels,
+            num_targets=len(self.targets),
+            num_classes=self.num_classes,
+            batch_size=self._batch_size(),
+            sigma=settings.require_sigma(),
+            least_sampled_first=settings.procedure.stops_early,
+        )
+
+        def arrivals():
+            for order, (position, idx, targets) in enumerate(work):
+                image, label = dataset[position]
+                x = to_device(image, self.device, settings.pin_memory)
+                generator = example_generator(settings.seed, idx, x.device)
+                yield Example(
+                    order,
+                    idx,
+                    x,
+                    int(label),
+                    targets,
+                    rule=self.rule,
+                    n0=settings.n0_used,
+                    generator=generator,
+                )
+
+        try:
+            yield from loop.run(arrivals())
+        finally:
+            self.stats = loop.stats
+
+    def _stacked_labels(self, noisy: torch.Tensor, needed: list[int]) -> torch.Tensor:
         labels = self._labels(noisy, needed)
-        result, offset = [], 0
-        for _, targets, noise in chunks:
-            result.append({t: labels[t][offset : offset + len(noise)] for t in targets})
-            offset += len(noise)
-        return result
+        return torch.stack([labels[t] for t in needed])
 
     def _labels(self, noisy: torch.Tensor, needed: list[int]) -> dict[int, torch.Tensor]:
         """Each needed target's predicted labels on the noisy batch (denoised once), on the device."""
@@ -355,7 +276,7 @@ class Certifier:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         dtype = resolve_autocast_dtype(self.settings.autocast_dtype)
         with torch.inference_mode():
-            with _autocast(noisy.device, dtype):
+            with autocast(noisy.device, dtype):
                 denoised = noisy if self._denoiser is None else self._denoiser(noisy)
                 logits = {t: self._classifiers[t](denoised) for t in needed}
             labels = {}
@@ -405,14 +326,15 @@ class Certifier:
         size = min(self._batch_size(), settings.n0_used + settings.n)
         generator = torch.Generator(device=x.device).manual_seed(0)
         stream = GaussianStream(x.shape, size + 2, generator=generator, device=x.device, dtype=x.dtype)
-        probe = Example(0, 0, x, 0, list(range(len(self.targets))), settings, self.num_classes, self.plan)
-        self._classify([(probe, probe.needs(), stream.take(2))])  # lazy initialisation, not timed
+        everyone = list(range(len(self.targets)))
+        sigma = settings.require_sigma()
+        self._labels(stream.take(2).mul_(sigma).add_(x), everyone)  # lazy initialisation, not timed
         start = time.perf_counter()
-        self._classify([(probe, probe.needs(), stream.take(size))])
+        self._labels(stream.take(size).mul_(sigma).add_(x), everyone)
         batch_seconds = time.perf_counter() - start
         per_example = batch_seconds * (settings.n0_used + settings.n) / size
         total = per_example * len(mine)
-        bound = "at most " if settings.mode == "sequential" else ""
+        bound = "at most " if settings.procedure.stops_early else ""
         log.info(
             "estimated total time %s%s (timed warm-up batch of %d noisy images: %.3fs; %d examples of "
             "up to %d images each on this process)",
@@ -426,7 +348,7 @@ class Certifier:
         return per_example
 
     def _row(self, example: Example, target: int, t_star: int | None) -> ResultRow:
-        outcome = example.decisions[target].outcome(self.settings)
+        outcome = example.outcome(target)
         return ResultRow(
             idx=example.idx,
             label=example.label,
@@ -442,12 +364,5 @@ class Certifier:
             sigma=self.settings.require_sigma(),
             t_star=t_star,
             seconds=example.seconds,
+            certified_at=outcome.certified_at,
         )
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    import contextlib
-
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

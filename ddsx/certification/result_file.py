@@ -4,8 +4,9 @@ For ``certify.tsv`` a run owns:
 
 - ``certify.tsv``: one TSV row per example, flushed as soon as it is known. Columns
   ``idx label predict radius correct time`` (Cohen et al.'s layout, so their tools read ours), then
-  ``samples count_a n n0 p_lower sigma t_star seconds``. ``samples`` is the number of noisy copies
-  the decision used after the n0 selection (n in fixed mode); ``correct`` is 1 when the certified
+  ``samples count_a n n0 p_lower sigma t_star seconds certified_at``. ``samples`` is the number of
+  noisy copies the decision used after the n0 selection (n in fixed mode); ``certified_at`` the
+  number after which the reported radius was certified (NA when abstaining; n in fixed mode); ``correct`` is 1 when the certified
   prediction equals the label (an abstention is never correct); floats are written with ``repr``
   (exact round trip); ``NA`` marks a missing value. Readers also accept Cohen et al.'s six columns.
 - ``certify.settings.json``: what produced the rows (see :func:`run_identity`): the settings and
@@ -38,7 +39,7 @@ import ddsx
 from ddsx.certification.settings import environment
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
-EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds")
+EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds", "certified_at")
 COLUMNS = BASE_COLUMNS + EXTRA_COLUMNS
 HEADER = "\t".join(COLUMNS) + "\n"
 MISSING = "NA"
@@ -78,6 +79,7 @@ class ResultRow:
     sigma: float | None = None
     t_star: int | None = None
     seconds: float | None = None
+    certified_at: int | None = None
 
 
 def format_elapsed(seconds: float) -> str:
@@ -102,12 +104,13 @@ def format_row(row: ResultRow) -> str:
         _opt(row.sigma, lambda v: repr(float(v))),
         _opt(row.t_star, int),
         _opt(row.seconds, lambda v: f"{float(v):.6f}"),
+        _opt(row.certified_at, int),
     ]
     return "\t".join(fields) + "\n"
 
 
 _KINDS = {"samples": int, "count_a": int, "n": int, "n0": int, "p_lower": float, "sigma": float}
-_KINDS |= {"t_star": int, "seconds": float}
+_KINDS |= {"t_star": int, "seconds": float, "certified_at": int}
 
 
 def parse_row(line: str, columns: tuple[str, ...] = COLUMNS, where: str = "") -> ResultRow:

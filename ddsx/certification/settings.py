@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from ddsx.smoothing.smooth import resolve_autocast_dtype
+from ddsx.smoothing.precision import resolve_autocast_dtype
+from ddsx.smoothing.procedures import Budget, Procedure, get_procedure, procedures
 
 DEFAULT_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SPLITS = ("test", "val")
-MODES = ("fixed", "sequential")
 SELECTS = ("label", "n0")
 # More forward passes than this is a job of days to years; it needs certify.allow_huge=true.
 HUGE_BUDGET = 10**9
@@ -46,12 +46,14 @@ class CertifySettings:
         channels_last: NHWC layout for models and noisy batches (full precision: same function).
         pin_memory: copy test images to an accelerator from pinned memory, without blocking.
         progress: show progress (a bar on a terminal, a log line every few seconds otherwise).
-        mode: "fixed" (Cohen et al.'s CERTIFY with n samples) or "sequential" (SEQ-CERT,
-            sequential.md: stops as soon as every grid radius is decided; ``n`` is the budget).
-        select: sequential mode only: "label" tests the true label (no n0; certified accuracy),
-            "n0" picks the candidate from n0 samples (deployment). None: "label" in sequential
-            mode; fixed mode always selects with n0.
-        check_every: sequential mode: samples between two looks at the counts.
+        mode: the statistical test, a name from ``ddsx.smoothing.procedures`` (one module each):
+            "fixed" (Cohen et al.'s CERTIFY with n samples), "sequential" (SEQ-CERT, sequential.md:
+            stops as soon as every grid radius is decided; ``n`` is the budget), "union_cp"
+            (union-bound Clopper-Pearson sequence, Voracek et al.).
+        select: how the class under test is chosen, among the test's ``selections``: "label" tests
+            the true label (no n0; certified accuracy), "n0" picks the candidate from n0 samples
+            (deployment). None: the test's default (fixed: n0; the sequential tests: label).
+        check_every: tests that look more than once: samples between two looks at the counts.
         allow_huge: allow more than 10^9 forward passes in one run.
         shard, num_shards: this job certifies every ``num_shards``-th of the selected examples,
             starting at the ``shard``-th (one job of a SLURM array; ``ddsx.certification.shards``
@@ -106,12 +108,14 @@ class CertifySettings:
         _check(
             all(_is_number(r) and r >= 0 for r in self.radii), "radii", "a list of numbers >= 0", self.radii
         )
-        _check(self.mode in MODES, "mode", f"one of {', '.join(MODES)}", self.mode)
+        names = sorted(procedures())
+        _check(self.mode in names, "mode", f"one of {', '.join(names)}", self.mode)
         _check(self.select is None or self.select in SELECTS, "select", "null, label or n0", self.select)
+        allowed = self.procedure.selections
         _check(
-            self.mode == "sequential" or self.select in (None, "n0"),
+            self.select is None or self.select in allowed,
             "select",
-            "null or n0 in fixed mode (CERTIFY always selects with n0)",
+            f"null or {' or '.join(allowed)} with mode {self.mode}",
             self.select,
         )
         _check(
@@ -195,11 +199,20 @@ class CertifySettings:
         return selected_indices(dataset_size, self.skip, self.max_examples)
 
     @property
+    def procedure(self) -> Procedure:
+        """The statistical test ``mode`` names (validated in __post_init__)."""
+        return get_procedure(self.mode)
+
+    def budget(self) -> Budget:
+        """What the test is prepared from: sigma, alpha, the budget n, the radii grid, the looks."""
+        return Budget(
+            self.require_sigma(), self.alpha, self.n, tuple(sorted(set(self.radii))), self.check_every
+        )
+
+    @property
     def selection(self) -> str:
         """How the class under test is chosen: "n0" (CERTIFY's n0 samples) or "label" (the true label)."""
-        if self.mode == "fixed":
-            return "n0"
-        return self.select or "label"
+        return self.select or self.procedure.selections[0]
 
     @property
     def n0_used(self) -> int:
@@ -207,7 +220,7 @@ class CertifySettings:
         return self.n0 if self.selection == "n0" else 0
 
     def forward_passes(self, num_examples: int) -> int:
-        """Noisy images the base classifier sees for ``num_examples`` examples (at most, in sequential mode)."""
+        """Noisy images the base classifier sees for ``num_examples`` examples (at most, for a test that stops early)."""
         return num_examples * (self.n0_used + self.n)
 
     def check_budget(self, num_examples: int, classifiers: int = 1) -> None:
@@ -233,8 +246,7 @@ class CertifySettings:
             "mode": self.mode,
             "select": self.selection,
         }
-        if self.mode == "sequential":  # the decision depends on the grid and the looks
-            values |= {"radii": sorted(set(self.radii)), "check_every": self.check_every}
+        values |= self.procedure.row_parameters(self.budget())  # what the test's decisions depend on
         if self.compile:  # a compiled pipeline is another function (absent when off: older files agree)
             values["compile"] = True
         return values

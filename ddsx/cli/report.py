@@ -121,7 +121,7 @@ def build_report(
         for label, run in zip(_unique_labels(runs), runs, strict=True)
     ]
     envelope = envelope_table(runs, radii)
-    notes = [NOTE, BEYOND_NOTE] + ([GRID_NOTE] if any(run.mode == "sequential" for run in runs) else [])
+    notes = [NOTE, BEYOND_NOTE] + ([GRID_NOTE] if any(run.grid for run in runs) else [])
     markdown, latex = "", ""
     for title, members in _sigma_sections(runs):
         table = summary_table([runs[i] for i in members], radii, [names[i] for i in members])

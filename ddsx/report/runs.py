@@ -26,6 +26,7 @@ from ddsx.certification import ResultFileError, ResultRow, sidecar_path
 from ddsx.certification.result_file import BASE_COLUMNS, find_result_files, parsed_rows, split_contents
 from ddsx.certification.row_validation import check_rows, largest_certifiable_radius, rules_for
 from ddsx.report.labels import differing_labels, job_overrides, without_sigma
+from ddsx.smoothing.procedures import radius_kind
 
 # Fields of the sidecar that make two runs different experiments (sigma aside): an envelope
 # only takes the best over sigma among runs that agree on all of them.
@@ -64,6 +65,12 @@ class Run:
     train_seed: int | None = None  # the seed the classifier was trained with (ddsx-train's run config)
     train_sigma: float | None = None  # the sigma the classifier was trained at (ddsx-train's run config)
     examples_planned: int | None = None
+
+    @property
+    def grid(self) -> bool:
+        """Whether the file's test (its settings' mode) reports grid radii, a floor of the exact radius."""
+        return radius_kind(self.mode) == "grid"
+
     samples: list[int] = field(default_factory=list)  # samples used per row after n0 (sequential files)
     torn: bool = False
     sigmas_in_rows: tuple[float, ...] = ()

@@ -46,7 +46,7 @@ def summary_table(runs: Sequence[Run], radii: Sequence[float], names: Sequence[s
             rows.append(row + ["-"] * (len(radii) + 5) + [run.problem])
             continue
         s = summarize(run.rows, radii)
-        acr = f"{s['acr']:.3f}" + (" grid" if run.mode == "sequential" else "")
+        acr = f"{s['acr']:.3f}" + (" grid" if run.grid else "")
         if run.samples:
             samples = [f"{run.samples_mean:.0f}", f"{run.samples_median:.0f}"]
         else:  # a fixed-n run spends n samples on every point

@@ -13,7 +13,7 @@ from scipy.stats import binom
 
 from ddsx.smoothing.sequential_boundaries import SequentialPlan, compute_plan, sequential_plan
 
-__all__ = ["SequentialPlan", "SequentialTest", "compute_plan", "decide", "sequential_plan"]
+__all__ = ["SequentialPlan", "SequentialTest", "compute_plan", "decide", "guard", "sequential_plan"]
 
 
 def decide(
@@ -95,12 +95,19 @@ class SequentialTest:
         return None if len(indices) == 0 else self.plan.radii[int(indices[-1])]
 
     def _guard(self, newly: np.ndarray) -> None:
-        """Never fires: a new certificate must also be a fixed-n CP certificate at alpha on these counts."""
-        if not newly.any():
-            return
-        tail = binom.sf(self.hits - 1, self.samples, self.plan.thresholds[newly])
-        if not np.all(tail <= self.plan.alpha):
-            raise AssertionError(
-                f"SEQ-CERT guard: certificate at {self.hits}/{self.samples} is not a fixed-n CP certificate "
-                f"(binom.sf = {tail.max()} > alpha = {self.plan.alpha})"
-            )
+        guard(self.plan, np.array([self.hits]), self.samples, newly[None, :])
+
+
+def guard(plan: SequentialPlan, hits: np.ndarray, samples: int, newly: np.ndarray) -> None:
+    """Never fires: every new certificate (newly: (N, K) bool, counts ``hits`` (N,) after ``samples``)
+    must also be a fixed-n CP certificate at alpha on these counts (sequential.md, step 8)."""
+    rows, radii = np.nonzero(newly)
+    if len(rows) == 0:
+        return
+    tail = binom.sf(np.asarray(hits)[rows] - 1, samples, plan.thresholds[radii])
+    if not np.all(tail <= plan.alpha):
+        worst = int(np.argmax(tail))
+        raise AssertionError(
+            f"SEQ-CERT guard: certificate at {int(np.asarray(hits)[rows[worst]])}/{samples} is not a fixed-n "
+            f"CP certificate (binom.sf = {tail.max()} > alpha = {plan.alpha})"
+        )

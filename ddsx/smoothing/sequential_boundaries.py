@@ -88,7 +88,9 @@ def sequential_plan(
     """The SEQ-CERT plan, loaded from the on-disk cache when a valid one exists, else computed and cached.
 
     The cache file is data, never trusted: its stored key must equal this call's, its arrays must have
-    the right shapes and pass every structural and validity check; anything else is recomputed.
+    the right shapes and pass every structural check, and every certification boundary is re-verified
+    against the e-process (or the final CP look) it claims to come from (``check_against_eprocess``),
+    so no cache can weaken a certificate; anything else is recomputed.
     cache_dir: default ``$DDSX_CACHE/sequential``, or ``~/.cache/ddsx/sequential`` when unset.
     """
     radii = tuple(float(r) for r in radii)
@@ -236,6 +238,37 @@ def check_against_fixed_cp(plan: SequentialPlan) -> None:
         raise ValueError("the final boundary is weaker than Clopper-Pearson at 0.8 alpha")
 
 
+def check_against_eprocess(plan: SequentialPlan) -> None:
+    """Raise unless every reachable certification boundary is backed by the validity argument itself.
+
+    At every check i and radius k with certify_at[i, k] <= t_i, the count certify_at[i, k] must give
+    E_k(t_i) >= 1 / (VILLE_SHARE * alpha) (Ville's part), except at the last check, where it may
+    instead pass the fixed-n Clopper-Pearson look at (1 - VILLE_SHARE) * alpha. E_k and the CP tail
+    are monotone in the count, so every larger count certifies validly too. This is what makes a
+    loaded plan safe: ``check_against_fixed_cp`` alone lets "CP re-checked at every look" through,
+    which certifies at about 10x alpha (sequential.md). Cheap: one e-value per boundary point, where
+    computing the plan bisects.
+    """
+    t = plan.check_times
+    z = np.asarray(plan.radii, dtype=np.float64) / plan.sigma
+    log_bound = -np.log(VILLE_SHARE * plan.alpha)
+    for k, zk in enumerate(z):
+        counts = plan.certify_at[:, k]
+        reachable = counts <= t
+        ok = np.zeros(len(t), dtype=bool)
+        ok[reachable] = log_evalue(counts[reachable], t[reachable], float(zk), "above") >= log_bound
+        if reachable[-1] and not ok[-1]:
+            tail = binom.sf(counts[-1] - 1, plan.n_max, plan.thresholds[k])
+            ok[-1] = tail <= (1.0 - VILLE_SHARE) * plan.alpha * (1 + 1e-9)
+        if np.any(reachable & ~ok):
+            first = int(np.flatnonzero(reachable & ~ok)[0])
+            raise ValueError(
+                f"the certification boundary {int(counts[first])} at t = {int(t[first])} for r = "
+                f"{plan.radii[k]} is not backed by the e-process (E < {np.exp(log_bound):.4g}) nor the "
+                "final Clopper-Pearson look"
+            )
+
+
 def _cache_key(sigma: float, radii: tuple[float, ...], alpha: float, n_max: int, check_every: int) -> str:
     fields = {
         "version": PLAN_VERSION,
@@ -275,6 +308,7 @@ def _load(
             raise ValueError("check times differ")
         plan = SequentialPlan(sigma, radii, alpha, n_max, check_every, **arrays)
         check_against_fixed_cp(plan)
+        check_against_eprocess(plan)  # the guarantee itself, not only a property it implies
         return plan
     except Exception as error:  # any unreadable or inconsistent file: recompute, never trust
         warnings.warn(f"ignoring sequential plan cache {path}: {error}", stacklevel=3)

@@ -7,21 +7,30 @@ on the device and never copies the input per sample.
 
 from __future__ import annotations
 
-import contextlib
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ddsx.smoothing.bounds import certified_radius, lower_confidence_bound, top_two_p_value
-from ddsx.smoothing.noise import GaussianStream, gaussian_batches
-from ddsx.smoothing.sequential import SequentialPlan, SequentialTest
+from ddsx.smoothing.bounds import top_two_p_value
+from ddsx.smoothing.loop import CertifyLoop, Example
+from ddsx.smoothing.noise import gaussian_batches
+from ddsx.smoothing.precision import AUTOCAST_DTYPES, autocast, resolve_autocast_dtype
+from ddsx.smoothing.procedures.base import ABSTAIN, Budget, Outcome, Rule
+from ddsx.smoothing.procedures.fixed import FixedRule
+from ddsx.smoothing.procedures.grid import PlanRule
+from ddsx.smoothing.sequential import SequentialPlan
 from ddsx.utils.logging import get_logger
 
-ABSTAIN = -1
-
-AUTOCAST_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = [
+    "ABSTAIN",
+    "AUTOCAST_DTYPES",
+    "Certificate",
+    "SequentialCertificate",
+    "Smooth",
+    "resolve_autocast_dtype",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class SequentialCertificate:
         samples: noisy copies used by the sequential test (excluding the n0 selection copies).
         n0: noisy copies used to pick the candidate class (0 when the label was tested).
         certified: per grid radius of the plan, whether it is certified (nested: a prefix).
+        certified_at: test copies after which the reported radius was certified (None: abstained).
     """
 
     prediction: int
@@ -65,19 +75,7 @@ class SequentialCertificate:
     samples: int
     n0: int
     certified: tuple[bool, ...]
-
-
-def resolve_autocast_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """None, "float16"/"bfloat16" (any case) or a torch dtype -> torch dtype or None."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key in ("null", "none", "float32", "fp32"):
-        return None
-    key = {"fp16": "float16", "half": "float16", "bf16": "bfloat16"}.get(key, key)
-    if key not in AUTOCAST_DTYPES:
-        raise ValueError(f"autocast dtype must be null, float16 or bfloat16, got {dtype!r}")
-    return AUTOCAST_DTYPES[key]
+    certified_at: int | None = None
 
 
 class Smooth:
@@ -136,13 +134,9 @@ class Smooth:
             generator: a ``torch.Generator`` on x's device; None uses the global generator.
         """
         _check_budget(n0=n0, n=n, alpha=alpha, batch_size=batch_size)
-        counts0 = self.sample_counts(x, n0, batch_size, generator)
-        candidate = int(counts0.argmax())  # ties go to the lowest class index
-        count = int(self.sample_counts(x, n, batch_size, generator)[candidate])
-        p_lower = lower_confidence_bound(count, n, alpha)
-        if p_lower < 0.5:
-            return Certificate(ABSTAIN, 0.0, count, p_lower, n0, n)
-        return Certificate(candidate, certified_radius(p_lower, self.sigma), count, p_lower, n0, n)
+        rule = FixedRule(Budget(sigma=self.sigma, alpha=alpha, n=n))
+        out = self._decide(x, rule, n0=n0, label=0, batch_size=batch_size, generator=generator)
+        return Certificate(out.prediction, out.radius, out.count, out.p_lower, n0, n)
 
     def certify_sequential(
         self,
@@ -189,32 +183,20 @@ class Smooth:
             raise ValueError(
                 f"the plan is for sigma = {plan.sigma}, this classifier is smoothed at {self.sigma}"
             )
-        if label is not None:
-            if not isinstance(label, numbers.Integral) or not 0 <= label < self.num_classes:
-                raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label!r}")
-            candidate = int(label)
-        else:
-            candidate = int(self.sample_counts(x, n0, batch_size, generator).argmax())
-        test = SequentialTest(plan)
-        stream = GaussianStream(x.shape, plan.n_max, generator=generator, device=x.device, dtype=x.dtype)
-        with torch.inference_mode():
-            while not test.done:
-                # Count on the device through the check interval; read it once per check time.
-                interval = test.next_chunk()
-                hits = torch.zeros((), dtype=torch.long, device=x.device)
-                for start in range(0, interval, batch_size):
-                    labels = self._classify(x, stream.take(min(batch_size, interval - start)))
-                    hits += (labels == candidate).sum()
-                test.update(int(hits), interval)
-        radius = test.certified_radius()
-        prediction = ABSTAIN if radius is None else candidate
+        if label is not None and (
+            not isinstance(label, numbers.Integral) or not 0 <= label < self.num_classes
+        ):
+            raise ValueError(f"label must be a class index in [0, {self.num_classes}), got {label!r}")
+        selection = {"n0": 0, "label": int(label)} if label is not None else {"n0": int(n0), "label": 0}
+        out = self._decide(x, PlanRule(plan), batch_size=batch_size, generator=generator, **selection)
         return SequentialCertificate(
-            prediction=prediction,
-            radius=0.0 if radius is None else float(radius),
-            count=test.hits,
-            samples=test.samples,
+            prediction=out.prediction,
+            radius=out.radius,
+            count=out.count,
+            samples=out.samples,
             n0=0 if n0 is None else int(n0),
-            certified=tuple(test.certified()),
+            certified=out.certified,
+            certified_at=out.certified_at,
         )
 
     def predict(
@@ -261,21 +243,47 @@ class Smooth:
                 counts += torch.bincount(self._classify(x, noise), minlength=self.num_classes)
         return counts.cpu()
 
+    def _decide(
+        self,
+        x: torch.Tensor,
+        rule: Rule,
+        *,
+        n0: int,
+        label: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> Outcome:
+        """One example through the certification loop that ddsx-certify runs (``ddsx.smoothing.loop``)."""
+        if x.dim() < 1:
+            raise ValueError(f"x must be one example (C, H, W), got shape {tuple(x.shape)}")
+        _put_in_eval_mode(self.base_classifier)
+        loop = CertifyLoop(
+            rule,
+            lambda noisy, needed: self._labels(noisy)[None],
+            num_targets=1,
+            num_classes=self.num_classes,
+            batch_size=batch_size,
+            sigma=self.sigma,
+            least_sampled_first=False,
+        )
+        example = Example(0, 0, x, label, [0], rule=rule, n0=n0, generator=generator)
+        with torch.inference_mode():
+            [decided] = loop.run([example])
+        return decided.outcome(0)
+
     def _classify(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Labels f(x + sigma * noise), (b,) on x's device; overwrites ``noise``."""
-        noisy = noise.mul_(self.sigma).add_(x)  # (b, C, H, W); x broadcasts, never copied b times
-        with self._autocast(x.device):
+        return self._labels(noise.mul_(self.sigma).add_(x))  # x broadcasts, never copied b times
+
+    def _labels(self, noisy: torch.Tensor) -> torch.Tensor:
+        """Labels f(noisy), (b,) on noisy's device."""
+        with autocast(noisy.device, self.autocast_dtype):
             logits = self.base_classifier(noisy)
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(
                 f"base classifier must return logits (N, {self.num_classes}), got {tuple(logits.shape)}"
             )
         return logits.argmax(dim=1)
-
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
 
 
 def _put_in_eval_mode(base_classifier: Callable[[torch.Tensor], torch.Tensor]) -> None:

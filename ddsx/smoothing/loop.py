@@ -1,0 +1,301 @@
+"""The one certification loop: noisy copies of several examples packed into forward batches, every
+(example, classifier) count of a batch formed on the device with one segment-sum, and the decisions
+of every pair taken from one host read per look.
+
+Why here, in ddsx.smoothing: this is statistics and sampling, the same for one example
+(``Smooth.certify``, ``Smooth.certify_sequential``) as for a dataset (``ddsx.certification.engine``,
+which adds files, processes, progress and the choice of test from the settings). So the dependency
+runs one way: certification imports this, and this knows nothing of files, Lightning or Hydra.
+
+Noise: each example draws from its own generator, first its n0 selection copies, then a stream of
+the test's copies, in the fixed blocks of ``ddsx.smoothing.noise``; so a decision depends on neither
+the batch size nor the packing nor the other classifiers.
+
+Counting: a batch's labels of every needed classifier (T', B) are turned into ids
+``row * C + label`` (row: one per (example slot, classifier); C classes; positions a pair does not
+need go to a dump row) and counted by one ``bincount`` into a device table ``counts`` (rows, C)
+that only ever grows. The host reads that table (one transfer) only in a batch after which some
+pair has reached a look or finished its selection; it keeps the last copy it read, and a pair's
+counts are the difference with the copy at the start of its phase. A row gets nothing after its
+pair is decided (it is no longer needed), so the last read always holds its final counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ddsx.smoothing.noise import GaussianStream
+from ddsx.smoothing.procedures.base import Outcome, Rule
+
+# classify(noisy (B, C, H, W), needed classifier numbers) -> labels (len(needed), B) on the device.
+Classify = Callable[[torch.Tensor, list[int]], torch.Tensor]
+
+
+@dataclass
+class LoopStats:
+    """What the loop did: forward batches, host reads of the counts, noisy copies drawn."""
+
+    batches: int = 0
+    host_reads: int = 0
+    copies: int = 0
+
+
+class Example:
+    """One example in flight: its noise streams, its selection, one decision per classifier under test."""
+
+    def __init__(
+        self,
+        order: int,
+        idx: int,
+        x: torch.Tensor,
+        label: int,
+        targets: list[int],
+        *,
+        rule: Rule,
+        n0: int,
+        generator: torch.Generator | None,
+        payload: object = None,
+    ) -> None:
+        self.order, self.idx, self.x, self.label = order, idx, x, int(label)
+        self.targets = list(targets)
+        self.rule, self.payload = rule, payload
+        stream = {"generator": generator, "device": x.device, "dtype": x.dtype}
+        # Selection copies first, then the test's: the order every caller has always drawn them in.
+        self.select_left = int(n0)
+        self.select_stream = GaussianStream(x.shape, self.select_left, **stream)
+        self.test_stream = GaussianStream(x.shape, int(rule.looks[-1]), **stream)
+        m, k = len(self.targets), len(rule.radii)
+        self.candidates = np.full(m, self.label, dtype=np.int64)
+        self.hits = np.zeros(m, dtype=np.int64)
+        self.certified = np.zeros((m, k), dtype=bool)
+        self.abandoned = np.zeros((m, k), dtype=bool)
+        self.certified_at = np.zeros((m, k), dtype=np.int64)
+        self.pending = np.ones(m, dtype=bool)  # undecided pairs
+        self.samples = 0  # test copies seen by the undecided pairs
+        self.decided_after = np.zeros(m, dtype=np.int64)  # per pair, test copies seen when decided
+        self.look = 0  # index of the next look
+        self.drawn = 0
+        self.seconds = 0.0
+        self.slot = -1
+        self.base: np.ndarray | None = None  # counts of the slot's rows at the start of this phase
+
+    @property
+    def selecting(self) -> bool:
+        return self.select_left > 0
+
+    @property
+    def done(self) -> bool:
+        return not self.selecting and not self.pending.any()
+
+    def needs(self) -> list[int]:
+        """Targets whose classifier must see this example's next chunk."""
+        return (
+            list(self.targets)
+            if self.selecting
+            else [t for t, p in zip(self.targets, self.pending, strict=True) if p]
+        )
+
+    def request(self) -> int:
+        """Copies this example can use in the next batch (a selection chunk never mixes with a test one)."""
+        if self.selecting:
+            return self.select_left
+        if not self.pending.any():
+            return 0
+        return int(self.rule.looks[self.look]) - self.samples
+
+    def take(self, k: int) -> torch.Tensor:
+        self.drawn += k
+        return (self.select_stream if self.selecting else self.test_stream).take(k)
+
+    def outcome(self, target: int) -> Outcome:
+        """The decided answer for classifier ``target`` (one of this example's targets)."""
+        i = self.targets.index(target)
+        out = self.rule.outcome(
+            int(self.candidates[i]), int(self.hits[i]), int(self.decided_after[i]), self.certified[i]
+        )
+        if out.prediction >= 0 and out.certified_at is None:  # grid: when the reported radius was certified
+            k = int(np.flatnonzero(self.certified[i])[-1])
+            out = dataclasses.replace(out, certified_at=int(self.certified_at[i, k]))
+        return out
+
+
+class CertifyLoop:
+    """Packs examples into batches and decides them (see the module docstring).
+
+    Args:
+        rule: the prepared test.
+        classify: labels of the needed classifiers on a noisy batch (see ``Classify``).
+        num_targets, num_classes: classifiers that may be asked, classes.
+        batch_size: noisy copies per forward pass at most.
+        sigma: noise level; a chunk's copies are x + sigma * noise.
+        least_sampled_first: order examples by copies drawn (tests that stop early: batches stay
+            full while examples stop at different times), else by arrival (rows come one by one).
+    """
+
+    def __init__(
+        self,
+        rule: Rule,
+        classify: Classify,
+        *,
+        num_targets: int,
+        num_classes: int,
+        batch_size: int,
+        sigma: float,
+        least_sampled_first: bool,
+    ) -> None:
+        if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.rule, self.classify = rule, classify
+        self.num_targets, self.num_classes = int(num_targets), int(num_classes)
+        self.batch_size, self.sigma = int(batch_size), float(sigma)
+        self.least_sampled_first = least_sampled_first
+        self.stats = LoopStats()
+        self._free: list[int] = []
+        self._slots = 0
+        self._counts: torch.Tensor | None = None  # (slots * T + 1, C) on the device; last row: dump
+        self._seen = np.zeros((1, self.num_classes), dtype=np.int64)  # the last host read
+
+    # ----- slots and the counts table ----------------------------------------------------------------
+    def _rows(self, example: Example) -> np.ndarray:
+        return example.slot * self.num_targets + np.asarray(example.targets, dtype=np.int64)
+
+    def _assign_slot(self, example: Example, device: torch.device) -> None:
+        if not self._free:
+            grown = max(4, 2 * self._slots)
+            rows = grown * self.num_targets + 1
+            table = torch.zeros((rows, self.num_classes), dtype=torch.long, device=device)
+            seen = np.zeros((rows, self.num_classes), dtype=np.int64)
+            if self._counts is not None:  # keep what is counted; the dump row moves to the end
+                old = self._slots * self.num_targets
+                table[:old] = self._counts[:old]
+                seen[:old] = self._seen[:old]
+            self._counts, self._seen = table, seen
+            self._free = list(range(grown - 1, self._slots - 1, -1))
+            self._slots = grown
+        example.slot = self._free.pop()
+        # The rows hold the previous owner's final counts, all in the last read (see module docstring).
+        example.base = self._seen[self._rows(example)].copy()
+
+    @property
+    def _dump(self) -> int:
+        return self._slots * self.num_targets
+
+    # ----- the loop ------------------------------------------------------------------------------------
+    def run(self, arrivals: Iterable[Example]) -> Iterator[Example]:
+        """Yield each example of ``arrivals`` once decided (in arrival order within a batch)."""
+        waiting = iter(arrivals)
+        exhausted = False
+        active: list[Example] = []
+        while True:
+            while not exhausted and sum(e.request() for e in active) < self.batch_size:
+                example = next(waiting, None)
+                if example is None:
+                    exhausted = True
+                    break
+                self._assign_slot(example, example.x.device)
+                active.append(example)
+            if not active:
+                return
+            if self.least_sampled_first:
+                active.sort(key=lambda e: (e.drawn, e.order))
+            else:
+                active.sort(key=lambda e: e.order)
+            chunks, space = [], self.batch_size
+            for example in active:
+                k = min(example.request(), space)
+                if k > 0:
+                    chunks.append((example, example.needs(), example.take(k)))
+                    space -= k
+                if not space:
+                    break
+            start = time.perf_counter()
+            self._count(chunks)
+            seconds = time.perf_counter() - start
+            total = self.batch_size - space
+            self.stats.batches += 1
+            self.stats.copies += total
+            selected, looking = [], []
+            for example, _, noise in chunks:
+                example.seconds += seconds * len(noise) / total
+                if example.selecting:
+                    example.select_left -= len(noise)
+                    if not example.selecting:
+                        selected.append(example)
+                else:
+                    example.samples += len(noise)
+                    if example.samples == int(self.rule.looks[example.look]):
+                        looking.append(example)
+            if selected or looking:
+                self._look(selected, looking)
+            finished = [e for e in active if e.done]
+            for example in finished:
+                self._free.append(example.slot)
+            active = [e for e in active if not e.done]
+            yield from sorted(finished, key=lambda e: e.order)
+
+    def _count(self, chunks) -> None:
+        """One forward batch and one segment-sum of its labels into the counts table."""
+        device = chunks[0][0].x.device
+        noisy = torch.cat([noise.mul_(self.sigma).add_(example.x) for example, _, noise in chunks])
+        needed = sorted({t for _, targets, _ in chunks for t in targets})
+        labels = self.classify(noisy, needed)  # (T', B)
+        rows = np.full((len(needed), len(chunks)), self._dump, dtype=np.int64)
+        position = {t: i for i, t in enumerate(needed)}
+        for c, (example, targets, _) in enumerate(chunks):
+            for t in targets:
+                rows[position[t], c] = example.slot * self.num_targets + t
+        lengths = np.array([len(noise) for _, _, noise in chunks], dtype=np.int64)
+        index = _to_device(np.concatenate([rows.ravel(), lengths]), device)
+        row_of = index[: rows.size].view(rows.shape).repeat_interleave(index[rows.size :], dim=1)
+        ids = (row_of * self.num_classes + labels).reshape(-1)
+        self._counts.view(-1).add_(torch.bincount(ids, minlength=self._counts.numel()))
+
+    def _look(self, selected: list[Example], looking: list[Example]) -> None:
+        """One host read of the counts: selections end, decisions at their looks (grouped by look)."""
+        self._seen = self._counts.cpu().numpy()
+        self.stats.host_reads += 1
+        for example in selected:
+            rows = self._rows(example)
+            # As CERTIFY: the candidate is the most frequent class of the n0 copies, ties to the lowest.
+            example.candidates = (self._seen[rows] - example.base).argmax(axis=1).astype(np.int64)
+            example.base = self._seen[rows].copy()  # the test's counts start here
+        by_look: dict[int, list[Example]] = {}
+        for example in looking:
+            counts = self._seen[self._rows(example)] - example.base
+            pending = example.pending
+            example.hits[pending] = counts[np.flatnonzero(pending), example.candidates[pending]]
+            by_look.setdefault(example.look, []).append(example)
+        for look, group in by_look.items():
+            rule = self.rule
+            idx = [(e, np.flatnonzero(e.pending)) for e in group]
+            hits = np.concatenate([e.hits[i] for e, i in idx])
+            certified = np.concatenate([e.certified[i] for e, i in idx])
+            abandoned = np.concatenate([e.abandoned[i] for e, i in idx])
+            new_c, new_a = rule.decide(look, hits, certified, abandoned)
+            finished = rule.finished(look, new_c, new_a)
+            t = int(rule.looks[look])
+            offset = 0
+            for example, i in idx:
+                part = slice(offset, offset + len(i))
+                offset += len(i)
+                newly = new_c[part] & ~example.certified[i]
+                example.certified_at[i] = np.where(newly, t, example.certified_at[i])
+                example.certified[i], example.abandoned[i] = new_c[part], new_a[part]
+                example.decided_after[i] = t
+                example.pending[i[finished[part]]] = False
+                example.look += 1
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A small host index array on ``device`` without waiting for the device (pinned, non-blocking)."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cpu":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)

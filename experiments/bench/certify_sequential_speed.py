@@ -1,0 +1,173 @@
+"""Sequential vs fixed certification speed, before (main at 313a9f7) and after issue 19's batched loop.
+
+Rows: 12 classifiers behind the mnist5k DDPM denoiser, and 12 LeNets without one; each certified
+multi-classifier (one run, every noisy batch classified by all 12) with fixed n = 10,000, and with
+SEQ-CERT at budget 10,000 and 100,000. Per row: wall time, noisy copies drawn (forward-batch images)
+and host reads (device -> host count reads) per batch. "before" runs this same file in a subprocess
+with PYTHONPATH pointing at an extracted copy of 313a9f7 (``git archive 313a9f7 | tar -x -C DIR``).
+
+The LeNets are untrained (random weights, seeds 0-11): the timing measures the engine, not the
+classifiers; a real classifier's savings depend on its confidence.
+
+    python experiments/bench/certify_sequential_speed.py --before /tmp/ddsx_before \
+        --denoiser /work/checkpoints/denoisers/mnist5k_ddpm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CONFIGS = (("fixed", 10_000), ("sequential", 10_000), ("sequential", 100_000))
+
+
+class Counting(torch.nn.Module):
+    """The denoiser (or the identity), counting forward batches."""
+
+    def __init__(self, inner: torch.nn.Module | None, sigma: float) -> None:
+        super().__init__()
+        from ddsx.denoisers.base import IdentityDenoiser
+
+        self.inner = inner if inner is not None else IdentityDenoiser(sigma)
+        self.sigma = sigma
+        self.batches = 0
+        self.images = 0
+
+    def forward(self, x):
+        self.batches += 1
+        self.images += len(x)
+        return self.inner(x)
+
+    def describe(self):
+        return self.inner.describe() if hasattr(self.inner, "describe") else {"name": "none"}
+
+
+def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: int) -> list[dict]:
+    """Certify ``digits`` test digits in every configuration with the code on sys.path; one dict each."""
+    from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results
+    from ddsx.data.mnist5k import MNIST5kDataModule
+    from ddsx.models.classifiers import lenet
+
+    torch.set_num_threads(2)
+    datamodule = MNIST5kDataModule(data_dir=".", batch_size=64)
+    datamodule.setup("test")
+    dataset = [datamodule.test_set[i] for i in range(digits)]
+    inner = None
+    if denoiser_path:
+        from ddsx.denoisers.load import load_diffusers_denoiser
+
+        inner = load_diffusers_denoiser(denoiser_path, sigma=sigma).eval()
+    classifiers = []
+    for seed in range(12):
+        torch.manual_seed(seed)
+        classifiers.append(lenet(num_classes=10, in_channels=1).eval())
+    reads = {"n": 0}
+    original_int, original_cpu = torch.Tensor.__int__, torch.Tensor.cpu
+
+    def counted_int(self):
+        reads["n"] += 1
+        return original_int(self)
+
+    def counted_cpu(self, *args, **kwargs):
+        reads["n"] += 1
+        return original_cpu(self, *args, **kwargs)
+
+    out = []
+    for mode, n in CONFIGS:
+        with tempfile.TemporaryDirectory() as folder:
+            values = {"sigma": sigma, "n0": 100, "n": n, "alpha": 0.001, "batch_size": batch_size}
+            values |= {"progress": False, "mode": mode, "output": str(Path(folder) / "c.tsv")}
+            if mode == "sequential":
+                values["select"] = "n0"  # the same selection as fixed: a like-for-like comparison
+            counting = Counting(inner, sigma)
+            specs = [ClassifierSpec(c, "test", name=f"h{i}") for i, c in enumerate(classifiers)]
+            engine = build_certifier(
+                CertifySettings.from_mapping(values),
+                specs,
+                denoiser=counting,
+                dataset=dataset,
+                dataset_name="mnist5k",
+                num_classes=10,
+            )
+            reads["n"] = 0
+            torch.Tensor.__int__, torch.Tensor.cpu = counted_int, counted_cpu
+            start = time.perf_counter()
+            try:
+                paths = engine.run(dataset)
+            finally:
+                torch.Tensor.__int__, torch.Tensor.cpu = original_int, original_cpu
+            wall = time.perf_counter() - start
+            assert all(read_results(p) for p in paths)  # every classifier's rows are there
+            out.append(
+                {
+                    "mode": mode,
+                    "n": n,
+                    "wall_s": wall,
+                    "copies": counting.images,  # noisy copies drawn (each denoised once, all classifiers)
+                    "batches": counting.batches,
+                    "reads": reads["n"],
+                }
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", help="extracted copy of the old code (313a9f7)")
+    parser.add_argument("--denoiser", default="/work/checkpoints/denoisers/mnist5k_ddpm")
+    parser.add_argument("--digits-denoiser", type=int, default=2)
+    parser.add_argument("--digits-lenet", type=int, default=10)
+    parser.add_argument("--sigma", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--worker", choices=["denoiser", "lenet"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:  # one measurement with whatever ddsx is on the path; JSON on stdout
+        path = args.denoiser if args.worker == "denoiser" else None
+        digits = args.digits_denoiser if args.worker == "denoiser" else args.digits_lenet
+        print(json.dumps(measure(path, digits, args.sigma, args.batch_size)))
+        return
+    here = Path(__file__).resolve().parents[2]
+    versions = {"after": str(here)} | ({"before": args.before} if args.before else {})
+    print(
+        f"sigma={args.sigma} batch_size={args.batch_size} alpha=0.001 n0=100, select=n0, 12 untrained classifiers"
+    )
+    print(
+        f"{'setup':<22} {'code':<7} {'mode':<11} {'n':>7} {'wall s':>8} {'copies':>10} {'batches':>8} {'reads/batch':>11}"
+    )
+    for worker, label in (("lenet", "12 LeNets"), ("denoiser", "mnist5k DDPM + 12 LeNets")):
+        for version, root in versions.items():
+            env = os.environ | {"PYTHONPATH": root}
+            command = [sys.executable, __file__, "--worker", worker, "--denoiser", args.denoiser]
+            command += [
+                "--digits-denoiser",
+                str(args.digits_denoiser),
+                "--digits-lenet",
+                str(args.digits_lenet),
+            ]
+            command += ["--sigma", str(args.sigma), "--batch-size", str(args.batch_size)]
+            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=root)
+            if result.returncode:
+                print(f"{label} {version}: failed\n{result.stderr[-2000:]}")
+                continue
+            digits = args.digits_denoiser if worker == "denoiser" else args.digits_lenet
+            for r in json.loads(result.stdout.strip().splitlines()[-1]):
+                per_batch = r["reads"] / max(1, r["batches"])
+                print(
+                    f"{label + f' ({digits} digits)':<22} {version:<7} {r['mode']:<11} {r['n']:>7} {r['wall_s']:>8.2f} "
+                    f"{r['copies']:>10} {r['batches']:>8} {per_batch:>11.2f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
