@@ -4,6 +4,7 @@ padding, a torn tail), and the flattening and tags of ddsx's W&B logger."""
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from ddsx.loggers.wandb import flatten, run_tags, sweep_group
 from ddsx.report.wandb_offline import BLOCK_SIZE, WandbFileError, records
 
-HEADER = b":W&B" + b"\xbe\xe1\x00"
+HEADER = b":W&B" + b"\xe1\xbe\x00"  # as wandb 0.31 writes it
 
 
 def write_log(path: Path, payloads: list[bytes], torn: int = 0) -> None:
@@ -26,8 +27,8 @@ def write_log(path: Path, payloads: list[bytes], torn: int = 0) -> None:
                 continue
             chunk, rest = rest[: left - 7], rest[left - 7 :]
             kind = (1 if not rest else 2) if first else (4 if not rest else 3)
-            # the checksum is not verified by the reader; not zero, so padding cannot pass for a header
-            data += b"\xa5" * 4 + len(chunk).to_bytes(2, "little") + bytes([kind]) + chunk
+            crc = zlib.crc32(bytes([kind]) + chunk)  # W&B's checksum: IEEE CRC-32 of type and bytes
+            data += crc.to_bytes(4, "little") + len(chunk).to_bytes(2, "little") + bytes([kind]) + chunk
             first = False
             if not rest:
                 break
@@ -42,10 +43,11 @@ def test_records_come_back_whole_across_blocks_and_padding(tmp_path: Path) -> No
     assert list(records(tmp_path / "run.wandb")) == payloads
 
 
-def test_a_torn_last_record_is_dropped_and_a_foreign_file_refused(tmp_path: Path) -> None:
+def test_a_torn_last_record_and_a_foreign_file_are_refused(tmp_path: Path) -> None:
     payloads = [os.urandom(100), os.urandom(200)]
     write_log(tmp_path / "run.wandb", payloads, torn=50)
-    assert list(records(tmp_path / "run.wandb")) == payloads[:1]
+    with pytest.raises(WandbFileError, match="truncated"):
+        list(records(tmp_path / "run.wandb"))
     (tmp_path / "other.wandb").write_bytes(b"PK\x03\x04 not a run")
     with pytest.raises(WandbFileError, match="not a W&B run file"):
         list(records(tmp_path / "other.wandb"))

@@ -32,6 +32,7 @@ from ddsx.loggers import closed_after
 from ddsx.loggers.analysis import log_analysis
 from ddsx.methods.noise_attack import AttackStrength
 from ddsx.models.checkpoints import load_classifier
+from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import save_resolved_config
 
@@ -201,6 +202,7 @@ def _logged(values: dict[tuple[str, str], float], sigma: float) -> dict[str, flo
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_analyze")
 @expected_errors
 def main(cfg: DictConfig) -> None:
+    check_finite_settings(cfg)  # before any work
     # W&B stays offline unless the user says otherwise, as in the other apps.
     os.environ.setdefault("WANDB_MODE", "offline")
     analyze(cfg)

@@ -40,6 +40,7 @@ from ddsx.cli.errors import console_script, expected_errors
 from ddsx.loggers import closed_after
 from ddsx.loggers.certification import log_certification
 from ddsx.sweeps.threads import limit_threads
+from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -141,6 +142,7 @@ def merge(cfg: DictConfig) -> list[Path]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_certify")
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
+    check_finite_settings(cfg)  # before any work
     # W&B stays offline unless the user says otherwise, as in ddsx-train.
     limit_threads()  # jobs running side by side share the cores
     os.environ.setdefault("WANDB_MODE", "offline")

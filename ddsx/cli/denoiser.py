@@ -24,6 +24,7 @@ from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
 from ddsx.denoisers.resolution import as_size
 from ddsx.sweeps.threads import limit_threads
+from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -193,6 +194,7 @@ def run(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_denoiser")
 @expected_errors
 def main(cfg: DictConfig) -> None:
+    check_finite_settings(cfg)  # before any work
     limit_threads()  # jobs running side by side share the cores
     run(cfg)
 

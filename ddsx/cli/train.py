@@ -18,6 +18,7 @@ from ddsx.cli.errors import console_script, expected_errors
 from ddsx.loggers import closed_after
 from ddsx.models.checkpoints import load_classifier, read_checkpoint
 from ddsx.sweeps.threads import limit_threads
+from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
@@ -154,6 +155,7 @@ def _print_summary(metrics: dict[str, float]) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_train")
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
+    check_finite_settings(cfg)  # before any work: sigma=nan once trained NaN weights
     limit_threads()  # jobs running side by side share the cores
     save_resolved_config(cfg, cfg.paths.output_dir)
     metrics = train(cfg)

@@ -139,7 +139,7 @@ def load_diffusers_denoiser(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
     scheduler_config = json.loads(scheduler_file.read_text())
-    alphas_cumprod = alphas_cumprod_from_scheduler_config(scheduler_config)
+    alphas_cumprod = alphas_cumprod_from_scheduler_config(scheduler_config, source=scheduler_file)
     unet = load_unet(unet_dir, DTYPES[dtype] if dtype else None)
     options.setdefault("prediction_type", scheduler_config.get("prediction_type", "epsilon"))
     denoiser = DiffusionDenoiser(unet, alphas_cumprod, sigma, **options)

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ddsx.errors import DDSXError
 
 # Schedules computed here in float64 (as OpenAI's numpy code does); others go through diffusers.
 KNOWN_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -86,13 +89,61 @@ def alphas_cumprod_from_betas(betas: torch.Tensor) -> torch.Tensor:
     return torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
 
 
-def alphas_cumprod_from_scheduler_config(config: Mapping[str, Any]) -> torch.Tensor:
+# No published diffusion model is trained on more than a few thousand steps; the bound keeps a hostile
+# scheduler_config.json from asking for gigabytes of schedule (30 M steps took 2.3 GB) before any check.
+MAX_TRAIN_TIMESTEPS = 100_000
+
+
+class SchedulerConfigError(DDSXError, ValueError):
+    """A scheduler config with a value out of sane bounds; the message names the field (and file)."""
+
+
+def check_scheduler_config(config: Any, source: str | Path = "the scheduler config") -> None:
+    """Refuse a scheduler config (a parsed scheduler_config.json) whose schedule fields are out of bounds.
+
+    The file is data from anywhere: every field the schedule is built from is checked before it is
+    used, so no value can make ddsx allocate without limit or feed a UNet timesteps it never saw.
+    """
+
+    def refuse(field: str, value: Any, why: str) -> SchedulerConfigError:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{type(value).__name__} of {len(value)} items"
+        return SchedulerConfigError(f"{source}: {field}={shown} is refused: {why}")
+
+    if not isinstance(config, Mapping):
+        raise SchedulerConfigError(
+            f"{source}: a scheduler config must be a JSON object, got {type(config).__name__}"
+        )
+    steps = config.get("num_train_timesteps", 1000)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_TRAIN_TIMESTEPS:
+        raise refuse("num_train_timesteps", steps, f"it must be an integer from 1 to {MAX_TRAIN_TIMESTEPS:,}")
+    for field in ("beta_start", "beta_end"):
+        if field in config and not _is_beta(config[field]):
+            raise refuse(field, config[field], "a beta must be a number in (0, 1)")
+    trained = config.get("trained_betas")
+    if trained is not None:
+        if not isinstance(trained, list) or not 1 <= len(trained) <= MAX_TRAIN_TIMESTEPS:
+            raise refuse("trained_betas", trained, f"it must be a list of 1 to {MAX_TRAIN_TIMESTEPS:,} betas")
+        bad = next((i for i, beta in enumerate(trained) if not _is_beta(beta)), None)
+        if bad is not None:
+            raise refuse(f"trained_betas[{bad}]", trained[bad], "a beta must be a number in (0, 1)")
+
+
+def _is_beta(value: Any) -> bool:
+    """A noise-schedule beta: a real number strictly between 0 and 1 (NaN fails both comparisons)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 1
+
+
+def alphas_cumprod_from_scheduler_config(
+    config: Mapping[str, Any], source: str | Path = "the scheduler config"
+) -> torch.Tensor:
     """abar (T,) float64 from a diffusers scheduler config (scheduler_config.json as a dict).
 
+    The config is checked first (:func:`check_scheduler_config`; ``source`` names it in errors).
     DDPM-family schedules are recomputed in float64 (diffusers keeps float32, which can move t* by
     one step at near-ties against the original float64 schedules); anything else is delegated to
     the diffusers scheduler class named in the config.
     """
+    check_scheduler_config(config, source)
     num_steps = int(config.get("num_train_timesteps", 1000))
     trained = config.get("trained_betas")
     schedule = config.get("beta_schedule", "linear")

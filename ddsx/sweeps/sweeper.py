@@ -11,6 +11,7 @@ per failed job, and ends with :class:`MultirunFailedError` naming them (exit cod
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ class IsolatingSweeper(BasicSweeper):
         for start in range(0, len(jobs), size):
             batch = jobs[start : start + size]
             self.validate_batch_is_legal(batch)  # composition errors before any job of the batch runs
-            returns.append(self.launcher.launch(batch, initial_job_idx=start))
+            returns.append(self.launch_isolated(batch, start))
         results = [result for batch in returns for result in batch]
         failed = report_failures(results, jobs, sweep_dir)
         if failed:
@@ -76,6 +77,30 @@ class IsolatingSweeper(BasicSweeper):
         log.info("multirun: all %d jobs finished (%s)", len(results), sweep_dir / SUMMARY_FILE)
         return returns
 
+    def launch_isolated(self, batch: list[list[str]], start: int) -> list[JobReturn]:
+        """The returns of one batch, also when a job's process dies (kill -9, an out-of-memory kill).
+
+        A job that raises is a failed JobReturn, but a dead process makes the launcher itself raise
+        for the whole batch (joblib's TerminatedWorkerError, submitit's UncompletedJobError) and the
+        batch's returns are lost. Then each job of the batch is launched alone: the living ones run
+        (one that had finished runs again; ddsx jobs resume from their own folder) and a job whose
+        own launch fails is recorded as failed with the launcher's error, which names the signal.
+        """
+        try:
+            return list(self.launcher.launch(batch, initial_job_idx=start))
+        except Exception as error:
+            if len(batch) == 1:
+                return [JobReturn(overrides=batch[0], status=JobStatus.FAILED, _return_value=error)]
+            log.warning(
+                "multirun: jobs #%d-#%d ended with %s (a job's process died?); launching them one at a time",
+                start,
+                start + len(batch) - 1,
+                type(error).__name__,
+            )
+            return [
+                result for i, job in enumerate(batch) for result in self.launch_isolated([job], start + i)
+            ]
+
 
 def job_error(result: JobReturn) -> str:
     """``Type: message`` of a failed job's exception (first line), '' for a finished job."""
@@ -83,6 +108,12 @@ def job_error(result: JobReturn) -> str:
         return ""
     error = result._return_value
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    signals = sorted(set(re.findall(r"\bSIG[A-Z]+\b", str(error))) - set(re.findall(r"\bSIG[A-Z]+\b", text)))
+    if signals:  # a dead process: joblib names the signal further down its message
+        text = f"killed by {', '.join(signals)}: {text}"
+    state = re.search(r"has not produced any output \(state: [^)]*\)", str(error))
+    if state and state.group(0) not in text:  # submitit: the job's process ended without a result
+        text = f"{text} {state.group(0)}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
