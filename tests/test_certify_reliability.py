@@ -29,6 +29,7 @@ from ddsx.certification import (
 )
 from ddsx.denoisers.base import IdentityDenoiser
 from ddsx.models.classifiers.input_adapter import AdaptedClassifier, InputAdapter
+from ddsx.models.identity import records_arguments
 
 NUM_CLASSES = 3
 
@@ -62,14 +63,15 @@ class CountingClassifier(nn.Module):
 
 
 class KnobDenoiser(IdentityDenoiser):
-    """An identity whose description carries the knobs of a diffusion denoiser."""
+    """An identity with the knobs of a diffusion denoiser, recording them as a user's denoiser would."""
 
+    @records_arguments(uncompared=("sigma", "path"))
     def __init__(self, sigma=0.25, num_steps=1, t_star_rule="closest", pad_mode="reflect", path="/a"):
         super().__init__(sigma)
         self.num_steps, self.t_star_rule, self.pad_mode, self.path = num_steps, t_star_rule, pad_mode, path
 
     def describe(self) -> dict[str, Any]:
-        # pad_mode is left out on purpose: the identity must pick it up from the attribute.
+        # pad_mode is left out on purpose: the identity knows it as a constructor argument.
         return {
             "name": "knob",
             "t_star": 7,
@@ -213,8 +215,13 @@ def test_every_setting_that_changes_a_certificate_is_in_the_identity(tmp_path: P
     run(tmp_path, denoiser=KnobDenoiser(path="/elsewhere"), max=3)  # the path alone is not a change
     _refused(tmp_path, "denoiser.num_steps", denoiser=KnobDenoiser(num_steps=4), max=3)
     _refused(tmp_path, "denoiser.t_star_rule", denoiser=KnobDenoiser(t_star_rule="ceil"), max=3)
-    _refused(tmp_path, "denoiser.pad_mode", denoiser=KnobDenoiser(pad_mode="zeros"), max=3)
-    _refused(tmp_path, "model.input_adapter", denoiser=KnobDenoiser(), classifier=CountingClassifier(8))
+    _refused(tmp_path, "denoiser.arguments.pad_mode", denoiser=KnobDenoiser(pad_mode="zeros"), max=3)
+    _refused(
+        tmp_path,
+        "model.parts.net.adapter.arguments.input_size",
+        denoiser=KnobDenoiser(),
+        classifier=CountingClassifier(8),
+    )
     _refused(tmp_path, "certify.data", denoiser=KnobDenoiser(), dataset=make_dataset(transform="Resize(8)"))
     _refused(tmp_path, "certify.autocast_dtype", denoiser=KnobDenoiser(), autocast_dtype="bfloat16")
     monkeypatch.setattr("ddsx.smoothing.noise.NOISE_BLOCK_ELEMENTS", {"cpu": 1 << 10})

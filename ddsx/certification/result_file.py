@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -32,18 +31,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import torch
 from torch import nn
 
 import ddsx
 from ddsx.certification.settings import environment
+from ddsx.loggers.wandb import flatten
+from ddsx.models.identity import construction, module_fingerprint
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds", "certified_at")
 COLUMNS = BASE_COLUMNS + EXTRA_COLUMNS
 HEADER = "\t".join(COLUMNS) + "\n"
 MISSING = "NA"
-FORMAT = "ddsx-certify/2"
+# /3: the models' recorded constructor arguments (ddsx.models.identity) joined the compared settings.
+FORMAT = "ddsx-certify/3"
 
 
 class ResultFileError(ValueError):
@@ -220,56 +221,28 @@ def find_result_files(paths: Iterable[str | Path], keep: Callable[[Path], bool] 
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def module_fingerprint(module: nn.Module | None) -> str:
-    """A short hash of a module's state dict (names, dtypes, shapes and exact bytes).
-
-    Hashed on the CPU so the same weights give the same fingerprint on every device.
-    """
-    digest = hashlib.blake2b(digest_size=8)
-    if module is not None:
-        for name, tensor in sorted(module.state_dict().items()):
-            tensor = tensor.detach()
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            flat = tensor.reshape(-1).contiguous().cpu()
-            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
-    return digest.hexdigest()
-
-
 # Keys of a denoiser's describe() that say where it was loaded from, not what it computes.
 _DENOISER_LOCATION_KEYS = ("source", "path")
-# Attributes that change what a denoiser outputs; recorded when describe() leaves them out.
-_DENOISER_ATTRIBUTES = ("num_steps", "resolution", "pad_mode", "interpolation", "clip", "output_size")
 
 
 def describe_denoiser(denoiser: nn.Module | None) -> dict[str, Any]:
-    """Everything about the denoiser that changes its output: describe() minus its path, + fingerprint."""
+    """What the denoiser computes: describe() minus its path, its recorded construction, fingerprint."""
     if denoiser is None:
         return {"name": "none", "fingerprint": module_fingerprint(None)}
     described = dict(denoiser.describe()) if hasattr(denoiser, "describe") else {}
     described.setdefault("name", type(denoiser).__name__)
     for key in _DENOISER_LOCATION_KEYS:
         described.pop(key, None)
-    for attribute in _DENOISER_ATTRIBUTES:
-        if attribute not in described and hasattr(denoiser, attribute):
-            described[attribute] = getattr(denoiser, attribute)
-    return described | {"fingerprint": module_fingerprint(denoiser)}
+    return described | construction(denoiser)[0] | {"fingerprint": module_fingerprint(denoiser)}
 
 
 def describe_classifier(classifier: nn.Module) -> dict[str, Any]:
-    """Class, weights and the input adapters' resize size (it lives outside the weights)."""
-    adapters = {
-        name or "<root>": {
-            "class": type(module).__name__,
-            "input_size": _plain(module.input_size),
-        }
-        for name, module in classifier.named_modules()
-        if hasattr(module, "input_size")
-    }
+    """Class, weights, and every recorded constructor call (the input adapter's resize size and
+    normalisation live outside the weights' meaning)."""
     return {
         "name": type(classifier).__name__,
         "fingerprint": module_fingerprint(classifier),
-        "input_adapter": adapters,
-    }
+    } | construction(classifier)[0]
 
 
 def describe_data(dataset: Any) -> dict[str, Any]:
@@ -349,6 +322,11 @@ def run_identity(
                 "model_source": model_source,
                 # The denoiser's whole description with where it came from: report labels, never compared.
                 "denoiser": dict(denoiser.describe()) if hasattr(denoiser, "describe") else {},
+                # Constructor arguments that are recorded but never compared (ddsx.models.identity).
+                "uncompared": {
+                    "model": construction(classifier)[1],
+                    "denoiser": construction(denoiser)[1] if denoiser is not None else {},
+                },
                 "run": run_info or {},
                 "batch_size": settings.batch_size,
                 "skip": settings.skip,
@@ -371,10 +349,10 @@ def run_identity(
 
 def compared_fields(identity: dict[str, Any]) -> dict[str, Any]:
     """Flattened fields that must match to append: ``certify.sigma``, ``model.fingerprint``,
+    ``denoiser.arguments.pad_value``, ``model.parts.adapter.arguments.input_size``,
     ``dataset.split_seed``, ..."""
-    fields = {f"certify.{k}": v for k, v in identity.get("settings", {}).items()}
-    for part in ("model", "denoiser", "dataset"):
-        fields |= {f"{part}.{k}": v for k, v in identity.get(part, {}).items()}
+    fields = flatten({"certify": identity.get("settings", {})})
+    fields |= flatten({part: identity.get(part, {}) for part in ("model", "denoiser", "dataset")})
     fields["format"] = identity.get("format")
     return fields
 
@@ -387,6 +365,22 @@ def identity_differences(stored: dict[str, Any], current: dict[str, Any]) -> lis
         for key in sorted(set(old) | set(new))
         if old.get(key) != new.get(key)
     ]
+
+
+def format_refusal(path: Path, stored_format: Any) -> str:
+    """Why a result file of another sidecar format is not appended to, and what to do instead."""
+    if stored_format == "ddsx-certify/2":
+        why = (
+            "an earlier ddsx wrote it (settings format ddsx-certify/2), and that format does not record "
+            "the models' constructor arguments (pad_value, for one), so this run cannot tell whether it "
+            "certifies the same base classifier"
+        )
+    else:
+        why = f"its settings file has format {stored_format!r}, which this ddsx ({FORMAT}) does not append to"
+    return (
+        f"refusing to append to {path}: {why}. Its rows stay readable (ddsx-report); certify into another "
+        f"certify.output, or delete the file and {sidecar_path(path).name} to start over."
+    )
 
 
 def read_identity(path: Path) -> dict[str, Any]:
@@ -455,7 +449,10 @@ class ResultFile:
                     "settings are unknown: delete it or choose another certify.output"
                 )
         else:
-            differences = identity_differences(read_identity(self.sidecar), identity)
+            stored = read_identity(self.sidecar)
+            if stored.get("format") != identity.get("format"):
+                raise SettingsMismatchError(format_refusal(self.path, stored.get("format")))
+            differences = identity_differences(stored, identity)
             if differences:
                 raise SettingsMismatchError(
                     f"refusing to append to {self.path}: it was made with other settings "
@@ -601,10 +598,6 @@ def _opt(value, fmt) -> str:
 
 def _parse_opt(text: str | None, kind):
     return None if text is None or text in (MISSING, "", "None") else kind(text)
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _without_addresses(text: str) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddsx.models.identity import records_arguments
+
 
 class Denoiser(nn.Module):
     """Base class: subclasses implement ``forward(x_noisy) -> x_denoised``, both (N, C, H, W) in [0,1].
@@ -21,6 +23,8 @@ class Denoiser(nn.Module):
     validity, only its accuracy.
     """
 
+    # sigma is what the denoiser is retuned to (set_sigma); the certification settings compare it.
+    @records_arguments(uncompared=("sigma",))
     def __init__(self, sigma: float | None = None) -> None:
         super().__init__()
         self.sigma = sigma

@@ -25,6 +25,7 @@ from torch import nn
 from ddsx.denoisers.base import Denoiser
 from ddsx.denoisers.resolution import PAD_MODES, RESOLUTION_MODES, as_size, fit_to_model, resize
 from ddsx.denoisers.schedule import T_STAR_RULES, achieved_sigma, noise_levels, t_star_for_sigma
+from ddsx.models.identity import records_arguments
 
 PredictionType = Literal["epsilon", "sample", "v_prediction"]
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -59,6 +60,9 @@ class DiffusionDenoiser(Denoiser):
             forward per backward for a fraction of the memory (ImageNet-size models). The same function.
     """
 
+    # Every argument is part of the denoiser's identity in a result file but these two: sigma is
+    # retuned (set_sigma) and compared as certify.sigma and t*; checkpointing computes the same function.
+    @records_arguments(uncompared=("sigma", "checkpointing"))
     def __init__(
         self,
         unet: nn.Module,

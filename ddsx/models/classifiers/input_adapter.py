@@ -12,10 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddsx.models.identity import records_arguments
+
 
 class InputAdapter(nn.Module):
     """(N, C, H, W) in [0,1] -> (N, C, S, S) resized (bicubic, antialiased) and normalised."""
 
+    @records_arguments
     def __init__(
         self, mean: Sequence[float], std: Sequence[float], input_size: int | Sequence[int] | None = None
     ) -> None:
@@ -42,6 +45,7 @@ class InputAdapter(nn.Module):
 class AdaptedClassifier(nn.Module):
     """``network(adapter(x))``: a classifier that accepts raw [0,1] images of any size."""
 
+    @records_arguments
     def __init__(self, adapter: InputAdapter, network: nn.Module) -> None:
         super().__init__()
         self.adapter = adapter

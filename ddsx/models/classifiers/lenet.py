@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ddsx.models.classifiers.input_adapter import AdaptedClassifier, InputAdapter
+from ddsx.models.identity import records_arguments
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -12,6 +13,7 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 class LeNetNetwork(nn.Module):
     """(N, C, 28, 28) normalised -> (N, K) logits."""
 
+    @records_arguments
     def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
         super().__init__()
         self.features = nn.Sequential(
@@ -35,6 +37,7 @@ class LeNetNetwork(nn.Module):
         return self.head(self.features(x))
 
 
+@records_arguments
 def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> AdaptedClassifier:
     """LeNet on [0,1] images; inputs of another size (e.g. 8x8 digits) are resized to ``input_size``."""
     mean, std = MNIST_MEAN * in_channels, MNIST_STD * in_channels

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddsx.models.classifiers.input_adapter import AdaptedClassifier, InputAdapter
+from ddsx.models.identity import records_arguments
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -35,6 +36,7 @@ class BasicBlock(nn.Module):
 class CifarResNetNetwork(nn.Module):
     """(N, C, 32, 32) normalised -> (N, K) logits."""
 
+    @records_arguments
     def __init__(self, depth: int = 110, num_classes: int = 10, in_channels: int = 3) -> None:
         super().__init__()
         if (depth - 2) % 6 != 0:
@@ -58,6 +60,7 @@ class CifarResNetNetwork(nn.Module):
         return self.head(self.stages(self.stem(x)))
 
 
+@records_arguments
 def cifar_resnet(
     depth: int = 110, num_classes: int = 10, in_channels: int = 3, input_size: int = 32
 ) -> AdaptedClassifier:

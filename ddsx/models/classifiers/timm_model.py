@@ -8,8 +8,11 @@ import timm
 import torch
 
 from ddsx.models.classifiers.input_adapter import AdaptedClassifier, InputAdapter
+from ddsx.models.identity import records_arguments
 
 
+# checkpoint_path only says where the starting weights are: the weights are compared by fingerprint.
+@records_arguments(uncompared=("checkpoint_path",))
 def timm_classifier(
     model_name: str,
     num_classes: int = 1000,
@@ -37,8 +40,17 @@ def timm_classifier(
         _load_backbone_weights(network, checkpoint_path, model_name)
     cfg = network.pretrained_cfg
     size = input_size if input_size is not None else cfg.get("input_size", (3, 224, 224))[-1]
-    adapter = InputAdapter(cfg.get("mean", (0.5,) * in_channels), cfg.get("std", (0.5,) * in_channels), size)
+    mean, std = cfg.get("mean", (0.5,)), cfg.get("std", (0.5,))
+    adapter = InputAdapter(_per_channel(mean, in_channels), _per_channel(std, in_channels), size)
     return AdaptedClassifier(adapter, network)
+
+
+def _per_channel(values, channels: int) -> tuple[float, ...]:
+    """A pretrained config's per-channel statistic for ``channels`` channels: as is when the counts
+    agree, else its average on every channel (an RGB model built with in_chans=1 sums its first
+    convolution over the colours, so it sees the grey image as the average colour)."""
+    values = tuple(float(v) for v in values)
+    return values if len(values) == channels else (sum(values) / len(values),) * channels
 
 
 def _load_backbone_weights(network: torch.nn.Module, path: str, model_name: str) -> None:
