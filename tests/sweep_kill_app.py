@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 
 from ddsx.cli.errors import console_script, expected_errors
 
-ConfigStore.instance().store(name="kill_app", node={"x": 0})
+# x defaults to null so that ddsx's type check of overrides lets the string "kill" through.
+ConfigStore.instance().store(name="kill_app", node={"x": None})
 
 
 @console_script
