@@ -47,7 +47,9 @@ def stratified_split(labels: np.ndarray, sizes: list[int], seed: int) -> list[np
         fraction[members] = (ranks + rng.random(len(members))) / len(members)
     order = np.argsort(fraction, kind="stable")
     bounds = np.cumsum([0, *sizes])
-    return [rng.permutation(order[a:b]).astype(np.int64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [
+        rng.permutation(order[a:b]).astype(np.int64) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def carve_validation(n_train: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
