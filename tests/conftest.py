@@ -61,12 +61,13 @@ def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     GlobalHydra.instance().clear()
 
 
-def tiny_unet(sample_size: int, seed: int = 0):
-    """A seeded two-level diffusers UNet2DModel on 1-channel images: a real DDS denoiser in milliseconds."""
+def tiny_unet(sample_size: int, seed: int = 0, **overrides):
+    """A seeded two-level diffusers UNet2DModel on 1-channel images: a real DDS denoiser in milliseconds.
+    ``overrides`` change any of its config fields."""
     from diffusers import UNet2DModel
 
     torch.manual_seed(seed)
-    return UNet2DModel(
+    config = dict(
         sample_size=sample_size,
         in_channels=1,
         out_channels=1,
@@ -76,3 +77,4 @@ def tiny_unet(sample_size: int, seed: int = 0):
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
+    return UNet2DModel(**(config | overrides))

@@ -27,6 +27,7 @@ from ddsx.models.classifiers import AdaptedClassifier, InputAdapter, cifar_resne
 from ddsx.models.classifiers.lenet import LeNetNetwork
 from ddsx.models.classifiers.resnet_cifar import CifarResNetNetwork
 from ddsx.models.identity import Construction, construction, recorded, records_arguments
+from tests.conftest import tiny_unet
 
 NUM_CLASSES = 3
 
@@ -38,18 +39,7 @@ def dataset(size: int = 3) -> list[tuple[torch.Tensor, int]]:
 
 
 def unet(seed: int = 0, **overrides) -> UNet2DModel:
-    torch.manual_seed(seed)
-    config = dict(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        layers_per_block=1,
-        block_out_channels=(8, 8),
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    return UNet2DModel(**(config | overrides))
+    return tiny_unet(8, seed, **overrides)
 
 
 ABAR = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
