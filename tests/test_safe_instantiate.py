@@ -11,8 +11,10 @@ import torch
 from ddsx.cli.certify import certify
 from ddsx.cli.train import build_training
 from ddsx.models.checkpoints import load_classifier
-from ddsx.utils.safe_instantiate import CLASSIFIER_TARGETS, UnsafeConfigError, check_config, safe_instantiate
+from ddsx.utils.safe_instantiate import UnsafeConfigError, allowed_targets, check_config, safe_instantiate
 from tests.test_certification_cli import write_checkpoint
+
+CLASSIFIER_TARGETS = allowed_targets("classifier")
 
 
 def write_text_payload(victim: Path) -> dict:

@@ -71,8 +71,9 @@ def test_config_is_flattened_to_dotted_keys_and_tags_name_the_attack_strength() 
         "attack.epsilon=0.2",
         "attack.norm=linf",
     ]
-    # methods that never read the attack get no attack tag; an absent field gives no tag
-    assert run_tags("mnist5k", None, "dds_finetune", "mnist", attack) == [
+    # methods that never read the attack have none (their yaml has no attack key): no attack tag;
+    # an absent field gives no tag
+    assert run_tags("mnist5k", None, "dds_finetune", "mnist", None) == [
         "dataset=mnist5k",
         "method=dds_finetune",
     ]

@@ -26,7 +26,7 @@ from ddsx.certification.settings import CertifySettings, InvalidSettingError
 from ddsx.denoisers.base import Denoiser, IdentityDenoiser
 from ddsx.smoothing.noise import noise_block_size
 from ddsx.utils.logging import get_logger
-from ddsx.utils.safe_instantiate import DENOISER_TARGETS, safe_instantiate
+from ddsx.utils.safe_instantiate import allowed_targets, safe_instantiate
 
 log = get_logger(__name__)
 
@@ -148,7 +148,9 @@ def build_denoiser(denoiser_cfg: DictConfig | None, sigma: float) -> nn.Module:
             else dict(denoiser_cfg)
         )
         extra = {"sigma": sigma} if "sigma" in plain else {}
-        denoiser = safe_instantiate(plain, DENOISER_TARGETS, "the denoiser config", "denoiser", **extra)
+        denoiser = safe_instantiate(
+            plain, allowed_targets("denoiser"), "the denoiser config", "denoiser", **extra
+        )
     if isinstance(denoiser, Denoiser):
         if denoiser.sigma != sigma:
             denoiser.set_sigma(sigma)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 CONFIG_PACKAGE = "ddsx.conf"
 PRIMARY = "ddsx_train.yaml"
 
@@ -31,16 +33,33 @@ def config_source() -> str:
     """Where Hydra reads ddsx's own configs: ``pkg://ddsx.conf``, else the checkout's conf/ folder."""
     if _packaged_configs():
         return f"pkg://{CONFIG_PACKAGE}"
+    return str(config_folder())
+
+
+def config_folder() -> Path:
+    """The folder holding ddsx's own configs on disk: the package's ``ddsx/conf``, else the checkout's."""
+    spec = importlib.util.find_spec(CONFIG_PACKAGE) if _packaged_configs() else None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if Path(location, PRIMARY).is_file():
+            return Path(location)
     checkout = Path(__file__).resolve().parents[2] / "conf"
     if (checkout / PRIMARY).is_file():
-        return str(checkout)
+        return checkout
     raise RuntimeError(
         f"ddsx's Hydra configs were found neither in the package ({CONFIG_PACKAGE}) nor in {checkout}. "
         "Reinstall ddsx (`pip install .` or `make install` from its repository)."
     )
 
 
+def _help_options(group: str, *left_out: str) -> str:
+    from ddsx.registry import help_options
+
+    return help_options(group, *left_out)
+
+
 CONF_DIR = config_source()
+# `${ddsx.options:method}` in conf/hydra/help/*.yaml: the registered options, never a list kept by hand.
+OmegaConf.register_new_resolver("ddsx.options", _help_options, replace=True)
 
 
 def is_ddsx_config_source(path: str | None) -> bool:

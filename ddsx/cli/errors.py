@@ -38,8 +38,6 @@ DEBUG_ENV = "DDSX_DEBUG"
 DEVICE_HINT = "set trainer.accelerator=cpu (and trainer.devices=<processes>) to run on the CPU"
 # Lightning (Trainer and Fabric) refuses an accelerator the machine lacks with these messages.
 _DEVICE_MESSAGES = ("No supported gpu backend found", "can not run on your system")
-# Modules that read user files (checkpoints, denoiser folders): their ValueErrors describe a bad file.
-_LOADER_MODULES = ("ddsx.models.checkpoints", "ddsx.denoisers.load", "ddsx.denoisers.folder")
 
 
 class _ReportedExit(SystemExit):
@@ -69,8 +67,6 @@ def expected_message(error: BaseException) -> str | None:
         if isinstance(cause, ValueError):
             return f"invalid setting {key}: {cause}" if key else f"invalid setting: {cause}"
         return None
-    if isinstance(error, ValueError) and _raised_in(error, _LOADER_MODULES):
-        return str(error)  # a checkpoint or denoiser folder that is not what ddsx expects
     if isinstance(error, DDSXError | DatasetError | ResultFileError | InvalidSettingError):
         return str(error)
     if isinstance(error, CompactHydraException | OmegaConfBaseException):
@@ -202,15 +198,6 @@ def _interrupt_of(error: BaseException) -> KeyboardInterrupt | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
-
-
-def _raised_in(error: BaseException, modules: tuple[str, ...]) -> bool:
-    """Whether the innermost frame of ``error``'s traceback belongs to one of ``modules``."""
-    traceback, module = error.__traceback__, None
-    while traceback is not None:
-        module = traceback.tb_frame.f_globals.get("__name__")
-        traceback = traceback.tb_next
-    return module in modules
 
 
 def _full_key(message: str) -> str:

@@ -21,6 +21,7 @@ import torch
 
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.denoisers.schedule import alphas_cumprod_from_scheduler_config
+from ddsx.errors import ModelFileError
 from ddsx.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,7 +86,7 @@ def load_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> t
     config = json.loads((unet_dir / "config.json").read_text())
     class_name = config.get("_class_name", "UNet2DModel")
     if class_name != "UNet2DModel":
-        raise ValueError(
+        raise ModelFileError(
             f"{unet_dir / 'config.json'} describes a {class_name}; DDS needs a pixel-space UNet2DModel "
             "(latent or text-conditioned UNets are not image denoisers)"
         )
@@ -98,7 +99,7 @@ def load_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> t
         if present:
             # diffusers reads safetensors or torch.load(weights_only=True); its message may suggest
             # weights_only=False, which would run code from the file: not passed on.
-            raise ValueError(
+            raise ModelFileError(
                 f"the UNet weights in {unet_dir} ({', '.join(present)}) failed the safe load (safetensors, or "
                 "torch.load with weights_only=True): the file is truncated or corrupted, or holds more than "
                 "tensors. Re-save it as safetensors from a trusted copy (ddsx-denoiser writes safetensors)."
@@ -107,7 +108,7 @@ def load_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> t
             f"no UNet weights in {unet_dir} (no .safetensors or .bin file). Expected {WHAT_TO_PUT_THERE}"
         ) from err
     except RuntimeError as err:  # size mismatch: a different architecture
-        raise ValueError(
+        raise ModelFileError(
             f"the weights in {unet_dir} do not fit the architecture in its config.json (wrong architecture): {err}"
         ) from err
     problems = {
@@ -115,7 +116,7 @@ def load_unet(unet_dir: str | Path, torch_dtype: torch.dtype | None = None) -> t
     }
     if problems:
         detail = "; ".join(f"{k} ({len(v)}): {sorted(map(str, v))[:8]}" for k, v in problems.items())
-        raise ValueError(
+        raise ModelFileError(
             f"the weights in {unet_dir} do not match the architecture in its config.json (wrong architecture): {detail}"
         )
     if torch_dtype is not None:

@@ -44,11 +44,15 @@ def run_tags(
     attack_name: str | None,
     attack: Mapping[str, Any] | None,
 ) -> list[str]:
-    """``key=value`` tags of what differs between the paper's runs; absent fields give no tag."""
+    """``key=value`` tags of what differs between the paper's runs; absent fields give no tag.
+
+    ``attack`` is the method's own attack node (None for a method that reads none, which would
+    otherwise carry a false tag): a method says it reads the attack by its yaml (``ddsx.registry``).
+    """
     tags = [f"dataset={dataset}"] if dataset else []
     tags += [f"sigma={sigma:g}"] if isinstance(sigma, int | float) else []
     tags += [f"method={method}"] if method else []
-    if method == "dds_adv":  # the one method that reads the attack: others would carry a false tag
+    if attack is not None:
         tags += [f"attack={attack_name}"] if attack_name else []
         tags += [f"attack.{key}={attack[key]}" for key in ATTACK_STRENGTH if key in (attack or {})]
     return tags
@@ -99,7 +103,7 @@ def wandb_logger(
 
     Args:
         run: what the tags are made of: ``sigma``, ``certify_sigma``, ``method``, ``attack`` (the
-            attack node); each may be None (ddsx-certify has no method, ddsx-denoiser no sigma).
+            method's attack node); each may be None (ddsx-certify has no method, ddsx-denoiser no sigma).
         group: None: the sweep's group in a multirun, ``<dataset>-<method>`` otherwise.
         tags: extra tags, after ddsx's.
         job_type: None: the app (``train``, ``certify``, ``denoiser``).

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddsx.utils.safe_instantiate import CLASSIFIER_TARGETS, safe_instantiate
+from ddsx.errors import ModelFileError
+from ddsx.utils.safe_instantiate import allowed_targets, safe_instantiate
 
 CLASSIFIER_PREFIX = "classifier."
 NOT_OURS = "is not a ddsx-train checkpoint (a .ckpt that ddsx-train writes in <run>/checkpoints/)"
@@ -27,17 +28,17 @@ def read_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (pass a .ckpt written by ddsx-train)")
     if path.stat().st_size == 0:
-        raise ValueError(f"{path} is empty: it {NOT_OURS}")
+        raise ModelFileError(f"{path} is empty: it {NOT_OURS}")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
         # torch's own message would advise weights_only=False: only its kind is passed on.
-        raise ValueError(
+        raise ModelFileError(
             f"{path} {NOT_OURS}: it could not be read as tensors and plain containers "
             f"({type(err).__name__}; a truncated, corrupted or foreign file, or one that carries code)"
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ValueError(f"{path} {NOT_OURS}: it holds no state_dict (found {type(checkpoint).__name__})")
+        raise ModelFileError(f"{path} {NOT_OURS}: it holds no state_dict (found {type(checkpoint).__name__})")
     return checkpoint
 
 
@@ -53,7 +54,7 @@ def load_classifier(
     checkpoint = read_checkpoint(path, map_location)
     config: dict[str, Any] | None = checkpoint.get("ddsx_config")
     if not isinstance(config, dict) or "classifier" not in config or "data_shape" not in config:
-        raise ValueError(f"{path} {NOT_OURS}: it has no ddsx_config with classifier and data_shape")
+        raise ModelFileError(f"{path} {NOT_OURS}: it has no ddsx_config with classifier and data_shape")
     classifier_cfg = dict(config["classifier"])
     if "checkpoint_path" in classifier_cfg:
         classifier_cfg["checkpoint_path"] = None  # the trained weights below replace the initial ones
@@ -61,7 +62,7 @@ def load_classifier(
     # The stored config comes from a file: it may only name one of ddsx's classifier constructors.
     classifier = safe_instantiate(
         classifier_cfg,
-        CLASSIFIER_TARGETS,
+        allowed_targets("classifier"),
         f"ddsx_config.classifier of {path}",
         "classifier",
         num_classes=shape["num_classes"],

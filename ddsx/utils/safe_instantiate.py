@@ -2,8 +2,9 @@
 
 A checkpoint passes ``torch.load(weights_only=True)`` and can still carry a config whose ``_target_``
 names any importable callable (``pathlib.Path.write_text`` writes a file of the attacker's choosing).
-So a stored config only ever builds one of the constructors below; everything else is refused before
-``hydra.utils.instantiate`` sees it. Configs the user composes on the command line are not affected.
+So a stored config only ever builds one of the constructors ddsx registers (:func:`allowed_targets`);
+everything else is refused before ``hydra.utils.instantiate`` sees it. Configs the user composes on
+the command line are not affected.
 """
 
 from __future__ import annotations
@@ -15,28 +16,20 @@ import hydra
 
 from ddsx.errors import DDSXError
 
-# The exact ``_target_`` strings a stored config may name: ddsx's own model constructors (both the
-# short and the full import path) and the diffusers classes ddsx builds. Exact matches only.
-CLASSIFIER_TARGETS = frozenset(
-    {
-        "ddsx.models.classifiers.lenet",
-        "ddsx.models.classifiers.lenet.lenet",
-        "ddsx.models.classifiers.cifar_resnet",
-        "ddsx.models.classifiers.resnet_cifar.cifar_resnet",
-        "ddsx.models.classifiers.timm_classifier",
-        "ddsx.models.classifiers.timm_model.timm_classifier",
-    }
-)
-DENOISER_TARGETS = frozenset(
-    {
-        "ddsx.denoisers.IdentityDenoiser",
-        "ddsx.denoisers.base.IdentityDenoiser",
-        "ddsx.denoisers.load_diffusers_denoiser",
-        "ddsx.denoisers.load.load_diffusers_denoiser",
-        "diffusers.UNet2DModel",
-        "diffusers.DDPMScheduler",
-    }
-)
+# The parts of a stored ddsx-train config that ddsx ever rebuilds.
+STORED_GROUPS = ("classifier", "denoiser")
+
+
+def allowed_targets(group: str) -> frozenset[str]:
+    """The exact ``_target_`` strings a stored ``classifier`` or ``denoiser`` config may name: the
+    constructors ddsx's own options of that group name (``ddsx.registry``), by both the name the
+    option uses and the constructor's import path. Exact matches only."""
+    from ddsx.registry import targets
+
+    if group not in STORED_GROUPS:
+        raise ValueError(f"stored configs rebuild only {STORED_GROUPS}, not {group!r}")
+    return targets(group)
+
 
 # Hydra keys that change what instantiate does besides calling _target_ with keyword arguments.
 FORBIDDEN_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
@@ -97,7 +90,7 @@ def check_stored_models(run_config: Mapping[str, Any], where: str) -> None:
     classifier and the denoiser (an identity or absent denoiser is fine)."""
     if not isinstance(run_config, Mapping):
         raise UnsafeConfigError(f"{where}: its ddsx_config is a {type(run_config).__name__}, not a mapping")
-    for group, allowed in (("classifier", CLASSIFIER_TARGETS), ("denoiser", DENOISER_TARGETS)):
+    for group in STORED_GROUPS:
         node = run_config.get(group)
         if node is not None:
-            check_config(node, allowed, f"ddsx_config.{group} of {where}", group)
+            check_config(node, allowed_targets(group), f"ddsx_config.{group} of {where}", group)
