@@ -256,18 +256,6 @@ def test_report_paths_are_relative_to_the_report_folder(sweep: Path, tmp_path: P
     assert "same dataset, split, method, classifier, denoiser" in text  # the grouping is stated
 
 
-def test_legend_is_outside_the_axes(sweep: Path) -> None:
-    from ddsx.report.plots import plot_certified_accuracy
-
-    runs, _ = load_runs([sweep])
-    figure = plot_certified_accuracy({run.label: run.rows for run in runs})
-    figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    axes = figure.axes[0]
-    legend_box = axes.get_legend().get_window_extent(renderer)
-    assert legend_box.x0 >= axes.get_window_extent(renderer).x1
-
-
 def test_sequential_runs_show_mode_samples_and_grid_acr(tmp_path: Path) -> None:
     outcomes = [(1, 0.5), (1, 0.25), (0, 0.0), (1, 0.5)]
     write_run(tmp_path / "fixed", "gaussian", 0.25, outcomes, n=1000)

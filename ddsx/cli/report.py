@@ -21,18 +21,17 @@ as "settings unknown" and never averaged with the others.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
 from ddsx.report.paired import paired_markdown, paired_report
-from ddsx.report.plots import plot_certified_accuracy
-from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, envelope_groups, load_run, load_runs
+from ddsx.report.plots import write_plots
+from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, load_run, load_runs
 from ddsx.report.seeds import seed_groups, seed_table
 from ddsx.report.tables import (
     BEYOND_NOTE,
@@ -78,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="folder for report.md/.tex and the plots (default: <folder>/report for a single folder, else ./ddsx_report)",
     )
-    parser.add_argument("--max-radius", type=float, default=None, help="x-axis limit of the plot")
+    parser.add_argument("--max-radius", type=_radius, default=None, help="x-axis limit of the plot")
     parser.add_argument("--title", default="", help="plot title")
     parser.add_argument(
         "--skip-bad", action="store_true", help="list unreadable result files instead of stopping at them"
@@ -107,6 +106,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _radius(text: str) -> float:
+    """A finite number > 0 (argparse refuses anything else in one line, exit 2)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite radius > 0")
+    return value
+
+
 def build_report(
     runs: Sequence[Run],
     radii: Sequence[float],
@@ -132,7 +139,8 @@ def build_report(
         markdown += f"## Best over sigma (sigma achieving each cell in brackets)\n\n{to_markdown(envelope)}\n"
         markdown += f"{GROUPING}\n\n"
         latex += to_latex(envelope, caption="Best certified accuracy over sigma. " + GROUPING)
-    elif runs:
+    elif len({run.sigma for run in runs if run.averageable and run.sigma is not None}) > 1:
+        # Runs at several sigmas, none of which may share an envelope: say why (one sigma: nothing to say).
         markdown += f"No best-over-sigma envelope: no two runs differ in sigma alone. {GROUPING}\n\n"
     if wandb_runs:
         markdown += "## Offline W&B runs\n\n" + to_markdown(wandb_table(wandb_runs, radii)) + "\n"
@@ -164,29 +172,8 @@ def write_report(
     paths = {"md": out / "report.md", "tex": out / "report.tex"}
     paths["md"].write_text(markdown)
     paths["tex"].write_text(latex)
-    if not runs:
-        return paths
-    labels = _unique_labels(runs)
-    usable = [(label, run) for label, run in zip(labels, runs, strict=True) if not run.problem]
-    envelopes = {
-        f"{members[0].group} n={members[0].n}": [m.rows for m in members] for members in envelope_groups(runs)
-    }
-    figure = plot_certified_accuracy(
-        {label: run.rows for label, run in usable}, envelopes=envelopes, max_radius=max_radius, title=title
-    )
-    for ext in ("png", "pdf"):
-        paths[ext] = out / f"certified_accuracy.{ext}"
-        figure.savefig(paths[ext], dpi=150, bbox_inches="tight")
-    plt.close(figure)
-    sigmas = sorted({run.sigma for _, run in usable if run.sigma is not None})
-    for sigma in sigmas if len(sigmas) > 1 else []:
-        curves = {label: run.rows for label, run in usable if run.sigma == sigma}
-        figure = plot_certified_accuracy(
-            curves, max_radius=max_radius, title=f"{title} sigma={sigma:g}".strip()
-        )
-        paths[f"sigma{sigma:g}"] = out / f"certified_accuracy_sigma{sigma:g}.png"
-        figure.savefig(paths[f"sigma{sigma:g}"], dpi=150, bbox_inches="tight")
-        plt.close(figure)
+    if runs:
+        paths |= write_plots(runs, out, max_radius, title)
     return paths
 
 
