@@ -214,3 +214,14 @@ def test_settings_file_records_library_versions_and_device_never_compared(compos
     sidecar_path(path).write_text(json.dumps(document))
     [again] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=2"))
     assert [row.idx for row in read_results(again)] == [0, 1]
+
+
+def test_no_accuracy_is_logged_past_the_radius_n_and_alpha_can_certify(compose_certify, tmp_path) -> None:
+    # n = 40, alpha = 0.001 at sigma 0.5 certify at most 0.5 * PhiInv(0.001 ** (1 / 40)) = 0.5001: past
+    # it the logged value is missing (W&B shows "-", as ddsx-report does), not a 0.0 (issue 22 item 14).
+    ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
+    certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "logger=csv"))
+    [metrics] = (tmp_path / "run").rglob("metrics.csv")
+    header = metrics.read_text().splitlines()[0].split(",")
+    logged = {name for name in header if name.startswith("cert/acc@")}
+    assert logged == {"cert/acc@0", "cert/acc@0.25", "cert/acc@0.5"}

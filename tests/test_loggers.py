@@ -106,3 +106,25 @@ def test_closing_a_wandb_logger_finishes_the_open_run(tmp_path: Path, monkeypatc
     monkeypatch.setattr(wandb, "run", None)
     close_loggers([RecordingWandbLogger(tmp_path)], failed=failed)
     assert finished == [exit_code]  # no open run: nothing to finish
+
+
+def test_wandb_gets_no_accuracy_past_the_sampling_limit_and_shows_the_report_s_dash(tmp_path: Path) -> None:
+    # Issue 22 item 14: W&B held 0.0 where ddsx-report's table shows "-" (a radius n and alpha cannot
+    # certify). At sigma 0.5, n = 1000, alpha = 0.001 that radius is 0.5 * PhiInv(0.001 ** (1 / 1000)) = 1.2316.
+    from ddsx.certification.row_validation import largest_certifiable_radius
+    from ddsx.report.runs import Run
+    from ddsx.report.tables import summary_table, wandb_table
+    from ddsx.report.wandb_offline import WandbRun
+
+    rows = [ResultRow(0, 1, 1, 1.1, 1, "0:00:01", n=1000, sigma=0.5), ResultRow(1, 2, 2, 0.3, 0, "0:00:01")]
+    radii = [0.0, 1.0, 1.5]
+    logger = RecordingWandbLogger(tmp_path)
+    ceiling = largest_certifiable_radius(0.5, 1000, 0.001)
+    metrics = log_certification([logger], rows, radii, tmp_path / "certify.tsv", max_radius=ceiling)
+    assert metrics["cert/acc@1"] == 0.5 and "cert/acc@1.5" not in metrics
+    assert "cert/acc@1.5" not in logger.recorder.logged
+    # The W&B run as ddsx-report reads it back, beside the report's own row of the same file.
+    w_header, [w_row] = wandb_table([WandbRun(tmp_path, summary=dict(logger.recorder.logged))], radii)
+    r_header, [r_row] = summary_table([Run(Path("certify.tsv"), rows, sigma=0.5, n=1000, alpha=0.001)], radii)
+    cells = [(w_row[w_header.index(f"r={r:g}")], r_row[r_header.index(f"r={r:g}")]) for r in radii]
+    assert cells == [("50.0", "50.0"), ("50.0", "50.0"), ("-", "-")]

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import read_results
+from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import CertifySettings
 from ddsx.loggers.certification import log_certification
 from ddsx.models.checkpoints import CLASSIFIER_PREFIX
@@ -115,8 +116,9 @@ class CertifyCallback(Callback):
                 module.training = mode
         if trainer.is_global_zero:
             rows = read_results(path)
+            ceiling = largest_certifiable_radius(settings.require_sigma(), settings.n, settings.alpha)
             self.metrics = log_certification(
-                trainer.loggers, rows, settings.radii, path, step=trainer.global_step
+                trainer.loggers, rows, settings.radii, path, step=trainer.global_step, max_radius=ceiling
             )
             trainer.callback_metrics.update({k: torch.tensor(v) for k, v in self.metrics.items()})
             log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)

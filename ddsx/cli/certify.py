@@ -33,6 +33,7 @@ from ddsx.certification.build import (
 )
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import identity_differences, read_results
+from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
@@ -120,7 +121,8 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
             for target, path in zip(certifier.targets, paths, strict=True):
                 rows = read_results(path)
                 prefix = "cert/" if len(paths) == 1 else f"cert/{target.name}/"
-                log_certification(loggers, rows, settings.radii, path, prefix=prefix)
+                ceiling = largest_certifiable_radius(settings.require_sigma(), settings.n, settings.alpha)
+                log_certification(loggers, rows, settings.radii, path, prefix=prefix, max_radius=ceiling)
                 log.info("%s -> %s", format_summary(summarize(rows, settings.radii), settings.radii), path)
     return paths
 
