@@ -50,18 +50,22 @@ def line_of(figure: Figure, label: str):
 def test_the_legend_sits_below_the_axes_and_the_curves_keep_the_width() -> None:
     # 18 runs with long labels: the case where a legend beside the axes took half the figure.
     methods = [f"method_{i}_with_a_long_name D=mnist5k_ddpm" for i in range(6)]
-    runs = [run(m, s, [0.2, 0.4]) for m in methods for s in (0.25, 0.5, 1.0)]
-    figure = plot_certified_accuracy(runs)
-    figure.canvas.draw()
-    renderer = figure.canvas.get_renderer()
-    axes_box = figure.axes[0].get_window_extent(renderer)
-    [legend] = figure.legends
-    legend_box = legend.get_window_extent(renderer)
-    assert legend_box.y1 <= axes_box.y0  # below the axes, not over the curves or beside them
-    assert axes_box.width >= 0.8 * figure.bbox.width
-    # one entry per method and per sigma (not one per run): 6 + 3 + envelope + sampling limit
-    assert len(legend.get_texts()) == 11
-    plt.close(figure)
+    single = [run(m, s, [0.2, 0.4]) for m in methods for s in (0.25, 0.5, 1.0)]
+    # and with two runs per method and sigma (seeds), whose longer labels do not fit two columns
+    repeated = single + [run(m, s, [0.3]) for m in methods for s in (0.25, 0.5, 1.0)]
+    # entries: methods, sigmas, the envelope (none where a sigma has repeats), the sampling limit
+    for runs, entries in ((single, 6 + 3 + 2), (repeated, 6 + 3 + 1)):
+        figure = plot_certified_accuracy(runs)
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        axes_box = figure.axes[0].get_window_extent(renderer)
+        [legend] = figure.legends
+        legend_box = legend.get_window_extent(renderer)
+        assert legend_box.y1 <= axes_box.y0  # below the axes, not over the curves or beside them
+        assert 0 <= legend_box.x0 and legend_box.x1 <= figure.bbox.width  # whole, inside the figure
+        assert axes_box.width >= 0.8 * figure.bbox.width
+        assert len(legend.get_texts()) == entries  # one entry per method and per sigma, not per run
+        plt.close(figure)
 
 
 def test_the_title_names_n_alpha_and_the_examples() -> None:

@@ -39,6 +39,7 @@ SIGMA_STYLES = ("-", "--", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (10, 3)))
 LIMIT_COLOUR = "0.35"
 GRID_COLOUR = "0.6"
 LEGEND_COLUMNS = 2
+FIGURE_WIDTH = 6.4  # inches
 SAMPLING_LIMIT = "sampling limit: the largest radius n and alpha can certify"
 
 
@@ -94,8 +95,7 @@ def plot_certified_accuracy(
     limits = _limits(runs, top)
     groups = envelope_groups(runs) if envelopes else []
     handles = _legend_handles(runs, colours, style_of, bool(groups), {colour for _, _, colour in limits})
-    rows_of_legend = math.ceil(len(handles) / LEGEND_COLUMNS)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0 + 0.17 * rows_of_legend), layout="constrained")
+    fig, ax = plt.subplots(figsize=(FIGURE_WIDTH, 4.0), layout="constrained")
     for members in groups:
         best = np.nanmax(np.stack([accuracy_curve(m.rows, radii) for m in members]), axis=0)
         ax.plot(radii, best, color=colours[members[0].group], linewidth=5, alpha=0.25, zorder=1)
@@ -119,9 +119,21 @@ def plot_certified_accuracy(
     ax.set_xlim(0, top)
     ax.grid(alpha=0.3)
     ax.set_title("\n".join(part for part in (title, settings_line(runs) if runs else "") if part), fontsize=9)
-    # Below the axes, where it takes height rather than the curves' width.
-    fig.legend(handles=handles, loc="outside lower center", ncols=LEGEND_COLUMNS, fontsize=7, frameon=False)
+    _legend_below(fig, handles)
     return fig
+
+
+def _legend_below(fig: Figure, handles: list[Line2D]) -> None:
+    """The legend below the axes, where it takes height rather than the curves' width: in two columns,
+    or one where two would be wider than the figure; the figure grows by the legend's rows."""
+    for columns in (LEGEND_COLUMNS, 1):
+        legend = fig.legend(
+            handles=handles, loc="outside lower center", ncols=columns, fontsize=7, frameon=False
+        )
+        if columns == 1 or legend.get_window_extent(fig.canvas.get_renderer()).width <= fig.bbox.width:
+            break
+        legend.remove()
+    fig.set_figheight(4.0 + 0.17 * math.ceil(len(handles) / columns))
 
 
 def report_figures(
@@ -139,7 +151,10 @@ def report_figures(
     for sigma in sigmas if len(sigmas) > 1 else []:
         at_sigma = [run for run in usable if run.sigma == sigma]
         figures[f"certified_accuracy_sigma{sigma:g}"] = plot_certified_accuracy(
-            at_sigma, colours, max_radius=max_radius, title=f"{title} sigma={sigma:g}".strip()
+            at_sigma,
+            colours,
+            max_radius=max_radius,
+            title=", ".join(part for part in (title, f"sigma={sigma:g}") if part),
         )
     return figures
 
@@ -154,10 +169,10 @@ def write_plots(
         if stem == "certified_accuracy":
             for ext in ("png", "pdf"):
                 paths[ext] = out / f"{stem}.{ext}"
-                figure.savefig(paths[ext], dpi=150)
+                figure.savefig(paths[ext], dpi=150, bbox_inches="tight")
         else:
             paths[stem.removeprefix("certified_accuracy_")] = out / f"{stem}.png"
-            figure.savefig(out / f"{stem}.png", dpi=150)
+            figure.savefig(out / f"{stem}.png", dpi=150, bbox_inches="tight")
         plt.close(figure)
     return paths
 
