@@ -142,6 +142,7 @@ def test_a_failing_job_is_reported_and_the_others_finish(tmp_path: Path) -> None
 def test_jobs_of_a_sweep_have_their_own_folder_w_and_b_run_and_result_file(tmp_path: Path) -> None:
     from ddsx.certification import read_results
     from ddsx.certification.metrics import summarize
+    from ddsx.certification.row_validation import largest_certifiable_radius
     from ddsx.report.wandb_offline import find_runs, read_run
 
     sweep = tmp_path / "sweep"
@@ -160,7 +161,12 @@ def test_jobs_of_a_sweep_have_their_own_folder_w_and_b_run_and_result_file(tmp_p
         [tsv] = [p for p in results if f"sigma={sigma}" in p.parent.name]
         expected = summarize(read_results(tsv), [0.25])
         assert run.summary["cert/acr"] == pytest.approx(expected["acr"])
-        assert run.summary["cert/acc@0.25"] == pytest.approx(expected["acc@0.25"])
+        # n = 20, alpha = 0.001 certify at most sigma * PhiInv(0.001 ** (1 / 20)) = 0.137 at sigma 0.25,
+        # 0.274 at 0.5: past it no accuracy is logged (the report's "-"), before it the file's value.
+        if 0.25 <= largest_certifiable_radius(sigma, 20, 0.001):
+            assert run.summary["cert/acc@0.25"] == pytest.approx(expected["acc@0.25"])
+        else:
+            assert "cert/acc@0.25" not in run.summary and "cert/acc@0" in run.summary
         assert run.summary["cert/samples_mean"] == 20
     # ddsx-report labels the runs by the override that differs, one table per sigma, and the W&B runs
     report = subprocess.run(
