@@ -6,6 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ddsx-installed
 # Extra pip arguments, e.g. PIP_EXTRA="--index-url https://download.pytorch.org/whl/cu124" for your CUDA.
 PIP_EXTRA ?=
+# Where torch and torchvision come from, installed before ddsx (which then keeps them). Empty: the
+# package index pip is set up with (PyPI's Linux torch brings the CUDA libraries, several GB). For a
+# CPU-only machine: make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
 
 .PHONY: install denoiser run test test-fast test-slow bench lint format sweep report clean
 
@@ -14,6 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX_URL),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX_URL) torch torchvision)
 	$(BIN)/python -m pip install --quiet $(PIP_EXTRA) -e '.[dev,launchers]'
 	@# Hydra finds plugins (hydra/sweeper=ddsx, DDSX_CONF_DIR) by listing the hydra_plugins namespace,
 	@# which setuptools' editable finder does not list: put the checkout itself on sys.path, as the

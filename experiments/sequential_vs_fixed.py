@@ -1,4 +1,4 @@
-"""Fixed-n CERTIFY against sequential SEQ-CERT on the same test digits (issue 10, sequential.md).
+"""Fixed-n CERTIFY against sequential SEQ-CERT on the same test digits (issue 10, docs/sequential.md).
 
 For each sigma, each of the first ``--digits`` test digits of mnist5k is certified twice with the public
 Smooth API and the example's own noise generator (seed, idx):

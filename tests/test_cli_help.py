@@ -25,7 +25,7 @@ from ddsx.cli import train as train_cli
         (
             denoiser_cli.main,
             "ddsx-denoiser: train a DDPM",
-            ["ckpt_path=", "mode=convert"],
+            ["ckpt_path=", "mode=check", "mode=convert"],
             ["method", "attack"],
         ),
         (

@@ -1,4 +1,4 @@
-"""The inner maximisation of dds_adv (method.md section 2): ascent, projection, what it returns, and
+"""The inner maximisation of dds_adv (docs/method.md section 2): ascent, projection, what it returns, and
 the classifier left as it was (parameters, .grad, mode, batch-norm statistics)."""
 
 from __future__ import annotations

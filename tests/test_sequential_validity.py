@@ -1,4 +1,4 @@
-"""SEQ-CERT validity (sequential.md, "How to test it"): exact DP, Monte Carlo, negative control, power.
+"""SEQ-CERT validity (docs/sequential.md section 5): exact DP, Monte Carlo, negative control, power.
 
 Bernoulli streams stand in for the classifier: X_i = 1 with probability p_A. The least favourable
 null for radius r_k is p_A = p_k = Phi(r_k / sigma), where false certification must be <= alpha.
@@ -15,7 +15,7 @@ from scipy.stats import binom, norm
 from ddsx.smoothing.sequential import SequentialPlan, SequentialTest, decide, sequential_plan
 from ddsx.smoothing.sequential_boundaries import VILLE_SHARE, check_against_fixed_cp
 
-# The grid and budget the engine ships (ddsx/certification/settings.py; sequential.md, batch 100).
+# The grid and budget the engine ships (ddsx/certification/settings.py; docs/sequential.md section 5, batch 100).
 SHIPPED_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 SHIPPED_ALPHA, SHIPPED_N_MAX, SHIPPED_CHECK_EVERY = 1e-3, 100_000, 100
 SIGMAS = (0.25, 0.5, 1.0)
@@ -79,7 +79,7 @@ def test_exact_false_certification_is_at_most_alpha_for_every_shipped_radius(
         assert prob <= plan.alpha, f"r = {plan.radii[k]}: P(false certify) = {prob}"
         if plan.final_at[k] <= plan.n_max:
             possible += 1
-            # The bound is nearly used up (sequential.md: about 8e-4), so the test is not trivially safe.
+            # The bound is nearly used up (docs/sequential.md section 5: about 8e-4), so the test is not trivially safe.
             assert prob > 0.5 * plan.alpha
     assert possible >= 4
 

@@ -1,4 +1,4 @@
-"""Smooth.certify / predict against closed forms (method.md section 4)."""
+"""Smooth.certify / predict against closed forms (docs/method.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The UNet's noise estimate at t* beside the noise that truly produced its input (method.md section 1).
+"""The UNet's noise estimate at t* beside the noise that truly produced its input (docs/method.md sections 1-2).
 
 DDS feeds the UNet x_t = sqrt(abar) * (2 (x + sigma eps) - 1) at t = t*. Written as the forward
 process of the diffusion model, x_t = sqrt(abar) * y0 + sqrt(1 - abar) * eps_true with y0 = 2 x - 1,

@@ -1,4 +1,4 @@
-"""Summary numbers of certification rows (method.md section 4): the one implementation in ddsx.
+"""Summary numbers of certification rows (docs/method.md section 4): the one implementation in ddsx.
 
 certified accuracy at r = mean(correct and radius >= r); ACR = mean(radius * correct);
 abstention = mean(predict == ABSTAIN). "Clean accuracy" of a run is the certified accuracy at

@@ -25,7 +25,7 @@ class InvalidSettingError(ValueError):
 
 @dataclass(frozen=True)
 class CertifySettings:
-    """What CERTIFY runs with (method.md section 4); config keys are the field names (``max`` for max_examples).
+    """What CERTIFY runs with (docs/method.md section 4); config keys are the field names (``max`` for max_examples).
 
     Attributes:
         sigma: noise level in [0,1] pixel units, > 0; None until resolved (checkpoint or module sigma).
@@ -47,7 +47,7 @@ class CertifySettings:
         pin_memory: copy test images to an accelerator from pinned memory, without blocking.
         progress: show progress (a bar on a terminal, a log line every few seconds otherwise).
         mode: the statistical test, a name from ``ddsx.smoothing.procedures`` (one module each):
-            "fixed" (Cohen et al.'s CERTIFY with n samples), "sequential" (SEQ-CERT, sequential.md:
+            "fixed" (Cohen et al.'s CERTIFY with n samples), "sequential" (SEQ-CERT, docs/sequential.md:
             stops as soon as every grid radius is decided; ``n`` is the budget), "union_cp"
             (union-bound Clopper-Pearson sequence, Voracek et al.).
         select: how the class under test is chosen, among the test's ``selections``: "label" tests

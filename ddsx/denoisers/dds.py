@@ -1,6 +1,6 @@
 """Diffusion denoised smoothing (Carlini et al., ICLR 2023): a pretrained diffusion model as denoiser.
 
-One shot (default), for x_noisy = x + sigma * eps in [0,1] pixel units (method.md section 1):
+One shot (default), for x_noisy = x + sigma * eps in [0,1] pixel units (docs/method.md section 1):
 
     t*   = argmin_t |sqrt((1 - abar_t) / abar_t) - 2 sigma|      (t_star_rule "nearest", the default;
            "at_least": the first t with sqrt((1 - abar_t) / abar_t) >= 2 sigma, as Carlini et al.'s code)

@@ -6,7 +6,7 @@ y in [-1, 1], and the UNet is called with the integer index t.
 
 Smoothing adds N(0, sigma^2) in [0,1] pixel units; on the [-1,1] scale that is 2 * sigma, and
 x_t / sqrt(abar_t) = y + sqrt((1 - abar_t) / abar_t) * eps, so t* is the t whose
-sqrt((1 - abar_t) / abar_t) is nearest 2 * sigma (method.md section 1).
+sqrt((1 - abar_t) / abar_t) is nearest 2 * sigma (docs/method.md section 1).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ T_STAR_RULES = ("nearest", "at_least")
 def t_star_for_sigma(alphas_cumprod: torch.Tensor, sigma: float, rule: str = "nearest") -> int:
     """The DDS timestep for pixel-unit noise ``sigma``.
 
-    rule "nearest": argmin_t |sqrt((1-abar_t)/abar_t) - 2 sigma| (method.md section 1).
+    rule "nearest": argmin_t |sqrt((1-abar_t)/abar_t) - 2 sigma| (docs/method.md section 1).
     rule "at_least": the first t whose noise level sqrt((1-abar_t)/abar_t) is >= 2 sigma, as Carlini et
     al.'s code picks it (one step later than "nearest" whenever the level just below is the nearer).
 

@@ -2,7 +2,7 @@
 
     outer: min_h CE(h(D(x + sigma * (eps + delta*))), y) [+ lambda * CE(h(D(x + sigma * eps)), y)]
 
-with delta* from ``noise_attack.worst_case_noise_shift`` (method.md section 2). The attack returns
+with delta* from ``noise_attack.worst_case_noise_shift`` (docs/method.md section 2). The attack returns
 the denoised batches at delta* and at delta = 0 together with delta*, so a training step runs the
 denoiser K times with gradient (the attack steps) and once without (at delta*), never more.
 """

@@ -1,4 +1,4 @@
-"""The inner maximisation of the paper (method.md section 2): the worst-case shift of the noise.
+"""The inner maximisation of the paper (docs/method.md section 2): the worst-case shift of the noise.
 
     delta* = argmax_{||delta|| <= epsilon} CE(h(D(x + sigma * (eps + delta))), y)
 

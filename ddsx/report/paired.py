@@ -1,4 +1,4 @@
-"""Paired comparisons of two certification runs on the same examples (method.md section 4 quantities).
+"""Paired comparisons of two certification runs on the same examples (docs/method.md section 4 quantities).
 
 Two methods certified on the same digits with the same noise seed differ example by example; the
 paired tests use that, where two independent accuracies would drown the difference in digit-to-digit

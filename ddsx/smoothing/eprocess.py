@@ -1,4 +1,4 @@
-"""One-sided mixture e-processes for a Bernoulli probability against a threshold (sequential.md, step 3).
+"""One-sided mixture e-processes for a Bernoulli probability against a threshold (docs/sequential.md section 3).
 
 For a threshold p and a prior pi on (p, 1] (the "above" side) the e-value after ``hits`` successes in
 ``t`` trials is

@@ -1,4 +1,4 @@
-"""SEQ-CERT (sequential.md): anytime-valid certification of a Bernoulli stream against a radii grid.
+"""SEQ-CERT (docs/sequential.md): anytime-valid certification of a Bernoulli stream against a radii grid.
 
 The stream is X_i = 1 when the base classifier's label on the i-th noisy copy equals the tested
 class. :class:`SequentialTest` follows one stream; :func:`decide` is the same decision rule on many
@@ -100,7 +100,7 @@ class SequentialTest:
 
 def guard(plan: SequentialPlan, hits: np.ndarray, samples: int, newly: np.ndarray) -> None:
     """Never fires: every new certificate (newly: (N, K) bool, counts ``hits`` (N,) after ``samples``)
-    must also be a fixed-n CP certificate at alpha on these counts (sequential.md, step 8)."""
+    must also be a fixed-n CP certificate at alpha on these counts (docs/sequential.md section 4, guard)."""
     rows, radii = np.nonzero(newly)
     if len(rows) == 0:
         return

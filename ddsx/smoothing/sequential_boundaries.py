@@ -1,4 +1,4 @@
-"""SEQ-CERT decision boundaries (sequential.md, steps 3-7), precomputed as integer arrays and cached.
+"""SEQ-CERT decision boundaries (docs/sequential.md sections 3-4), precomputed as integer arrays and cached.
 
 A plan turns the anytime-valid test of "p_A >= p_k := Phi(r_k / sigma)" for every grid radius r_k into
 integer comparisons of the running hit count with precomputed boundaries at fixed check times:
@@ -246,7 +246,7 @@ def check_against_eprocess(plan: SequentialPlan) -> None:
     instead pass the fixed-n Clopper-Pearson look at (1 - VILLE_SHARE) * alpha. E_k and the CP tail
     are monotone in the count, so every larger count certifies validly too. This is what makes a
     loaded plan safe: ``check_against_fixed_cp`` alone lets "CP re-checked at every look" through,
-    which certifies at about 10x alpha (sequential.md). Cheap: one e-value per boundary point, where
+    which certifies at about 10x alpha (docs/sequential.md section 2). Cheap: one e-value per boundary point, where
     computing the plan bisects.
     """
     t = plan.check_times

@@ -148,7 +148,7 @@ class Smooth:
         batch_size: int,
         generator: torch.Generator | None = None,
     ) -> SequentialCertificate:
-        """SEQ-CERT (sequential.md): certify g at x on the plan's radii grid, stopping as soon as decided.
+        """SEQ-CERT (docs/sequential.md): certify g at x on the plan's radii grid, stopping as soon as decided.
 
         The tested class c is ``label`` (give ``label``, no ``n0``: certified accuracy, X_i = 1 iff
         f(x + sigma eps_i) = label) or the argmax of ``n0`` separate noisy copies (give ``n0``: deployment,

@@ -1,4 +1,4 @@
-"""SEQ-CERT (design/sequential.md): anytime-valid certification on the radii grid, stopping as soon as
+"""SEQ-CERT (docs/sequential.md): anytime-valid certification on the radii grid, stopping as soon as
 every grid radius is certified or abandoned; n is the budget.
 
 Per radius: alpha / 5 from Ville's inequality on a one-sided mixture e-process, 0.8 alpha from one
