@@ -13,6 +13,7 @@ import torch
 
 from ddsx.cli.train import build_training, train
 from ddsx.models.checkpoints import load_classifier
+from ddsx.models.identity import module_fingerprint
 
 
 @pytest.mark.parametrize("method", ["standard", "gaussian"])
@@ -56,6 +57,37 @@ def test_resume_continues_from_checkpoint(compose_train):
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt))
     assert trainer.current_epoch == 2
     assert trainer.global_step == 2 * steps_after_one_epoch
+
+
+def _trained_fingerprint(compose_train, folder: Path, *overrides: str) -> str:
+    """The weight fingerprint (the one result files record) of the classifier after a short training."""
+    cfg = _short_run(compose_train, f"paths.output_dir={folder}", *overrides)
+    datamodule, model, trainer = build_training(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return module_fingerprint(model.classifier)
+
+
+def test_the_cpu_trainer_refuses_non_deterministic_ops(compose_train):
+    build_training(_short_run(compose_train, "method=gaussian"))
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.is_deterministic_algorithms_warn_only_enabled()
+
+
+def test_one_seed_trains_one_network(compose_train, tmp_path):
+    # gaussian draws training noise; one seed must give the same weights bit for bit, another seed others.
+    runs = [("a", "seed=3"), ("b", "seed=3"), ("c", "seed=4")]
+    fingerprints = [
+        _trained_fingerprint(compose_train, tmp_path / name, "method=gaussian", seed) for name, seed in runs
+    ]
+    assert fingerprints[0] == fingerprints[1]
+    assert fingerprints[0] != fingerprints[2]
+
+
+def test_clean_training_gives_one_network_at_every_sigma(compose_train, tmp_path):
+    # standard never sees sigma while training (issue 23: its fingerprint differed across sigma on a GPU).
+    a = _trained_fingerprint(compose_train, tmp_path / "a", "method=standard", "sigma=0.25")
+    b = _trained_fingerprint(compose_train, tmp_path / "b", "method=standard", "sigma=1.0")
+    assert a == b
 
 
 @pytest.mark.e2e
