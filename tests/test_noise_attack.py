@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddsx.denoisers import IdentityDenoiser
-from ddsx.methods.noise_attack import AttackStrength, frozen, worst_case_noise_shift
+from ddsx.methods.noise_attack import AttackStrength, attack_denoised_noise, frozen, worst_case_noise_shift
 from ddsx.models.classifiers import lenet
 
 
@@ -160,3 +160,48 @@ def test_attack_strength_validates():
         AttackStrength(epsilon=-1.0)
     with pytest.raises(ValueError, match="classifier_mode"):
         AttackStrength(classifier_mode="batch")
+    with pytest.raises(ValueError, match="epsilon_scale"):
+        AttackStrength(epsilon_scale="pixels")
+
+
+def _pixel_shift(strength, sigma, seed=6):
+    """sigma * delta of dds_adv's attack (attack_denoised_noise) at ``sigma``: what it does to the image."""
+    classifier = _classifier_with_batchnorm()
+    x, eps, y = _batch(seed)
+    result = attack_denoised_noise(BlurDenoiser(), classifier, x, y, eps, sigma, strength)
+    return sigma * result.delta
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_sigma_scaled_linf_budget_is_one_pixel_bound_at_every_sigma(steps):
+    scaled = AttackStrength(steps=steps, step_size=0.05, epsilon=0.05, norm="linf", epsilon_scale="sigma")
+    for sigma in (0.25, 1.0):
+        shift = _pixel_shift(scaled, sigma).abs().max()
+        assert shift <= 0.05 + 1e-6 and torch.isclose(shift, torch.tensor(0.05)), sigma
+    # The fixed recipe bounds delta on eps instead: its pixel shift grows with sigma.
+    fixed = AttackStrength(steps=steps, step_size=0.05, epsilon=0.05, norm="linf")
+    assert torch.isclose(_pixel_shift(fixed, 0.25).abs().max(), torch.tensor(0.0125))
+    assert torch.isclose(_pixel_shift(fixed, 1.0).abs().max(), torch.tensor(0.05))
+
+
+def test_a_sigma_scaled_l2_budget_is_one_pixel_ball_at_every_sigma():
+    scaled = AttackStrength(steps=3, step_size=10.0, epsilon=0.5, norm="l2", epsilon_scale="sigma")
+    for sigma in (0.25, 1.0):
+        norms = _pixel_shift(scaled, sigma).flatten(1).norm(dim=1)
+        torch.testing.assert_close(norms, torch.full_like(norms, 0.5))
+
+
+def test_at_sigma_divides_step_and_bound_by_sigma_only_when_scaled():
+    scaled = AttackStrength(steps=2, step_size=0.05, epsilon=0.05, epsilon_scale="sigma", keep_best=True)
+    assert scaled.at_sigma(0.5) == AttackStrength(steps=2, step_size=0.1, epsilon=0.1, keep_best=True)
+    assert AttackStrength(step_size=0.1, epsilon=None, epsilon_scale="sigma").at_sigma(0.5).epsilon is None
+    fixed = AttackStrength(step_size=0.1, epsilon=0.1)
+    assert fixed.at_sigma(0.25) is fixed
+    with pytest.raises(ValueError, match="sigma > 0"):
+        scaled.at_sigma(0.0)
+
+
+def test_a_sigma_scaled_strength_is_never_read_as_one_on_eps():
+    x, eps, y = _batch(7, n=4)
+    with pytest.raises(ValueError, match="at_sigma"):
+        _attack(lenet(), BlurDenoiser(), x, eps, y, 0.5, AttackStrength(epsilon_scale="sigma"))

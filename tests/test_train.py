@@ -90,6 +90,17 @@ def test_clean_training_gives_one_network_at_every_sigma(compose_train, tmp_path
     assert a == b
 
 
+def test_the_pixel_attack_follows_sigma_and_its_scale_is_in_the_recorded_settings(compose_train):
+    # attack=mnist_pixel at sigma 0.5 is the authors' attack=mnist; the checkpoint's settings say it scales.
+    pixel = build_training(_short_run(compose_train, "method=dds_adv", "attack=mnist_pixel", "sigma=0.5"))[1]
+    paper = build_training(_short_run(compose_train, "method=dds_adv", "attack=mnist", "sigma=0.5"))[1]
+    assert pixel.run_config["attack"]["epsilon_scale"] == "sigma"
+    assert paper.run_config["attack"]["epsilon_scale"] is None
+    assert pixel.attack.at_sigma(0.5) == paper.attack
+    at_one = build_training(_short_run(compose_train, "method=dds_adv", "attack=mnist_pixel", "sigma=1.0"))[1]
+    assert (at_one.attack.at_sigma(1.0).step_size, at_one.attack.at_sigma(1.0).epsilon) == (0.05, 0.05)
+
+
 @pytest.mark.e2e
 def test_missing_dataset_fails_before_any_artefact(tmp_path):
     empty = tmp_path / "empty_data"

@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 # The attack's fields that say how strong it is (conf/attack/*.yaml), in tag order.
-ATTACK_STRENGTH = ("steps", "step_size", "epsilon", "norm")
+ATTACK_STRENGTH = ("steps", "step_size", "epsilon", "norm", "epsilon_scale")
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,7 +26,7 @@ class DDSAdversarialModule(ClassifierModule):
 
     Args:
         attack: the ``attack`` config node (steps, step_size, epsilon, norm, lambda_clean, keep_best,
-            classifier_mode).
+            classifier_mode, epsilon_scale).
         (other args as ``ClassifierModule``)
     """
 
@@ -38,6 +38,18 @@ class DDSAdversarialModule(ClassifierModule):
         if self.attack.is_zero:
             log.warning(
                 "method=dds_adv with a zero attack (attack=none?): this trains exactly as dds_finetune"
+            )
+        # A sigma-scaled budget is resolved here too, so a sigma it cannot follow fails before training.
+        on_eps = self.attack.at_sigma(self.sigma)
+        if self.attack.epsilon_scale is not None:
+            log.info(
+                "attack.epsilon_scale=%s: at sigma %g, steps of %g within %s on eps (%g within %s in pixels)",
+                self.attack.epsilon_scale,
+                self.sigma,
+                on_eps.step_size,
+                on_eps.epsilon,
+                self.attack.step_size,
+                self.attack.epsilon,
             )
 
     def attack_noise(self, x: torch.Tensor, eps: torch.Tensor, y: torch.Tensor) -> AttackResult:

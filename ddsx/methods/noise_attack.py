@@ -2,7 +2,8 @@
 
     delta* = argmax_{||delta|| <= epsilon} CE(h(D(x + sigma * (eps + delta))), y)
 
-found by K steps of projected gradient ascent from delta = 0. Only delta is differentiated: the
+found by K steps of projected gradient ascent from delta = 0. The step and the bound are on eps (the
+paper's), or, with ``epsilon_scale="sigma"``, pixel budgets for sigma * delta (``AttackStrength.at_sigma``). Only delta is differentiated: the
 classifier's parameters are frozen for the duration, so its .grad buffers never see the attack,
 and its batch-norm running statistics are restored afterwards whatever mode it attacks in.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -24,6 +25,10 @@ from torch import nn
 Norm = Literal["linf", "l2"]
 ClassifierMode = Literal["eval", "train"]
 CLASSIFIER_MODES = ("eval", "train")
+# What step_size and epsilon are measured on: None, eps itself (the paper's recipes); "sigma", the
+# pixel shift sigma * delta, so one budget means the same change of the image at every sigma.
+EpsilonScale = Literal["sigma"] | None
+EPSILON_SCALES = (None, "sigma")
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class AttackStrength:
     # The classifier's mode during the attack: "train" (batch statistics, as the authors' code; the
     # running statistics are restored afterwards) or "eval" (running statistics, dropout off).
     classifier_mode: ClassifierMode = "train"
+    # None: step_size and epsilon are on eps. "sigma": they bound sigma * delta in pixels, and the
+    # attack at sigma runs with step_size / sigma and epsilon / sigma on eps (see at_sigma).
+    epsilon_scale: EpsilonScale = None
 
     def __post_init__(self) -> None:
         if self.norm not in ("linf", "l2"):
@@ -59,9 +67,23 @@ class AttackStrength:
                 f"attack.classifier_mode must be one of {CLASSIFIER_MODES}, got {self.classifier_mode!r}"
             )
 
+        if self.epsilon_scale not in EPSILON_SCALES:
+            raise ValueError(f"attack.epsilon_scale must be 'sigma' or null, got {self.epsilon_scale!r}")
+
     @property
     def is_zero(self) -> bool:
         return self.steps == 0 or self.step_size == 0
+
+    def at_sigma(self, sigma: float) -> AttackStrength:
+        """The strength on eps that the attack at noise level ``sigma`` runs with: itself when
+        epsilon_scale is None; else step_size and epsilon divided by sigma, so that the pixel shift
+        sigma * delta keeps the configured step and bound whatever sigma is."""
+        if self.epsilon_scale is None:
+            return self
+        if not sigma > 0:
+            raise ValueError(f"attack.epsilon_scale=sigma needs sigma > 0, got {sigma}")
+        epsilon = None if self.epsilon is None else self.epsilon / sigma
+        return replace(self, step_size=self.step_size / sigma, epsilon=epsilon, epsilon_scale=None)
 
 
 @contextmanager
@@ -130,8 +152,11 @@ def worst_case_noise_shift(
 
     ``inputs_of_delta`` (the denoiser's part) must be differentiable in delta; it runs K times with
     gradient and once more without, for the returned iterate. Parameters the losses touch should be
-    frozen by the caller (see ``frozen``).
+    frozen by the caller (see ``frozen``). ``strength`` is on delta itself: one with an epsilon_scale
+    is refused (``at_sigma`` turns it into one on eps), so a pixel budget is never read as one on eps.
     """
+    if strength.epsilon_scale is not None:
+        raise ValueError("the attack needs a strength on eps: call AttackStrength.at_sigma(sigma) first")
     delta = torch.zeros_like(like)
     expand = (-1,) + (1,) * (like.dim() - 1)  # (N,) -> broadcastable over (N, C, H, W)
     clean_inputs = best = None  # best: (loss, delta, inputs) per example, for keep_best
@@ -167,7 +192,9 @@ def attack_denoised_noise(
     strength: AttackStrength,
 ) -> AttackResult:
     """dds_adv's attack: delta* maximising CE(h(D(x + sigma * (eps + delta))), y) per example, with h
-    frozen in ``strength.classifier_mode`` (training uses it, and so does ddsx-analyze)."""
+    frozen in ``strength.classifier_mode`` (training uses it, and so does ddsx-analyze); a
+    sigma-scaled strength is turned into its strength on eps at this sigma."""
+    strength = strength.at_sigma(sigma)
 
     def denoised(delta: torch.Tensor) -> torch.Tensor:
         return denoise(x + sigma * (eps + delta))
