@@ -37,6 +37,9 @@ import ddsx
 from ddsx.certification.settings import environment
 from ddsx.loggers.wandb import flatten
 from ddsx.models.identity import construction, module_fingerprint
+from ddsx.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds", "certified_at")
@@ -45,6 +48,8 @@ HEADER = "\t".join(COLUMNS) + "\n"
 MISSING = "NA"
 # /3: the models' recorded constructor arguments (ddsx.models.identity) joined the compared settings.
 FORMAT = "ddsx-certify/3"
+# The rank in a shard's name, as shard_path writes it (no sign, no leading zeros).
+_SHARD_RANK = re.compile(r"0|[1-9][0-9]*")
 
 
 class ResultFileError(ValueError):
@@ -414,8 +419,26 @@ class ResultFile:
         return self.path.with_name(f"{self.path.name}.rank{rank}.part")
 
     def shard_paths(self) -> list[Path]:
-        shards = self.path.parent.glob(f"{self.path.name}.rank*.part")
-        return sorted(shards, key=lambda p: int(p.name.rsplit(".rank", 1)[1].split(".")[0]))
+        """This file's shards in rank order: exactly the names :meth:`shard_path` makes.
+
+        A file that only looks like one (``certify.tsv.rank_old.part``, a copy kept by hand) was not
+        written by a rank of this run: it is left alone and never read, with a warning naming it.
+        """
+        if not self.path.parent.is_dir():
+            return []
+        prefix, shards = f"{self.path.name}.rank", {}
+        for candidate in self.path.parent.iterdir():
+            name = candidate.name
+            if not (name.startswith(prefix) and name.endswith(".part")):
+                continue
+            rank = _SHARD_RANK.fullmatch(name[len(prefix) : -len(".part")])
+            if rank is None:
+                log.warning(
+                    "ignoring %s: not a shard ddsx writes (those end in .rank<number>.part)", candidate
+                )
+            else:
+                shards[int(rank.group())] = candidate
+        return [shards[rank] for rank in sorted(shards)]
 
     # ----- one writer ---------------------------------------------------------------------------
     def lock(self) -> FileLock:
