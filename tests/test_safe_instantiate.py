@@ -120,7 +120,10 @@ def test_plain_argument_names_are_no_near_miss(name: str) -> None:
     check_config({"_target_": "ddsx.models.classifiers.lenet", name: 1}, CLASSIFIER_TARGETS, "test", "m")
 
 
-def test_certify_refuses_a_near_miss_key_in_one_line(run_app, tmp_path: Path) -> None:  # noqa: F811
+def test_certify_refuses_a_near_miss_key_in_one_line(
+    run_app,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     node = {"_target_": "ddsx.models.classifiers.lenet", "input_size": 28, "_target_ ": "os.system"}
     ckpt = poison(write_checkpoint(tmp_path / "last.ckpt"), "classifier", node)
     code, stderr = run_app(certify_main, *certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=1"))

@@ -38,6 +38,7 @@ from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidS
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.data.from_config import build_datamodule
 from ddsx.loggers import closed_after
 from ddsx.loggers.certification import log_certification
 from ddsx.sweeps.threads import limit_threads
@@ -68,7 +69,7 @@ def certify(cfg: DictConfig) -> list[Path]:
 
 def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySettings) -> list[Path]:
     """What every process runs: build data and models, certify its share, rank 0 merges and reports."""
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("test" if settings.split == "test" else "validate")
     dataset = getattr(datamodule, f"{settings.split}_set", None)
     if dataset is None:
