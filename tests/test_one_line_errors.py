@@ -4,14 +4,18 @@ a stray shard-like file, near-miss Hydra keys in a checkpoint, a dataset config 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
-from ddsx.certification import read_results
+from ddsx.certification import ResultFileError, read_results
+from ddsx.certification.result_file import ResultFile
 from ddsx.cli import certify as certify_cli
 from ddsx.cli import train as train_cli
+from tests.test_certification_cli import write_checkpoint
 from tests.test_certify_reliability import run
 from tests.test_cli_errors import assert_clean, certify_args, run_app  # noqa: F401 - run_app: a fixture
 
@@ -55,3 +59,101 @@ def test_a_user_dataset_config_that_is_no_datamodule_is_named_in_one_line(
     else:
         code, stderr = run_app(train_cli.main, "dataset=not_data", f"hydra.run.dir={tmp_path / 'run'}")
     assert_clean(code, stderr, "dataset=not_data", target, what)
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder no file can be created in, for this user: a chmod'ed one, or for root (whom chmod does
+    not stop) sysfs, which refuses new files to everyone."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read_only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    folder = Path("/sys")
+    try:
+        (folder / "ddsx-probe").write_text("")
+    except OSError:
+        return folder
+    (folder / "ddsx-probe").unlink()
+    pytest.skip("running as root without a location that refuses writes (sysfs took a file)")
+
+
+@pytest.mark.parametrize("where", ["the folder", "a folder below it"])
+def test_a_read_only_output_is_refused_in_one_line_before_any_model_is_built(
+    run_app,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch,
+    where: str,
+) -> None:
+    folder = unwritable_folder(tmp_path)
+    output = folder / "certify.tsv" if where == "the folder" else folder / "run" / "sub" / "certify.tsv"
+    ckpt = write_checkpoint(tmp_path / "last.ckpt")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the output was checked")
+
+    monkeypatch.setattr(certify_cli, "load_from_config", no_model)
+    code, stderr = run_app(
+        certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}", f"certify.output={output}")
+    )
+    assert_clean(code, stderr, f"certify.output={output}", str(folder))
+    assert not output.exists()
+
+
+def test_the_certify_callback_checks_its_output_when_built(tmp_path: Path) -> None:
+    from ddsx.certification.callback import CertifyCallback
+
+    folder = unwritable_folder(tmp_path)
+    with pytest.raises(ResultFileError, match=f"certify.output={folder}"):
+        CertifyCallback({"output": str(folder / "certify.tsv")})
+
+
+class FullDisk:
+    """An unbuffered file that takes ``room`` more bytes, the last write only partly, then refuses
+    every write with ENOSPC, as a file on a filling disk does."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        taken = self.handle.write(bytes(data[: self.room]))
+        self.room -= taken
+        return taken
+
+    def __getattr__(self, name: str):
+        return getattr(self.handle, name)
+
+
+def test_a_full_disk_while_writing_rows_keeps_the_rows_and_says_so_in_one_line(
+    run_app,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
+    ckpt = write_checkpoint(tmp_path / "last.ckpt")
+    args = certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=2")
+    code, stderr = run_app(certify_cli.main, *args)
+    assert code is None, stderr[-3000:]
+    path = tmp_path / "run" / "certify.tsv"
+    before = path.read_bytes()
+    real_open = ResultFile.open_for_append
+
+    def filling(self, where):
+        writer = real_open(self, where)
+        writer._handle = FullDisk(writer._handle, room=len(before.splitlines()[1]) + 20)
+        return writer
+
+    monkeypatch.setattr(ResultFile, "open_for_append", filling)
+    args = certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=5")
+    code, stderr = run_app(certify_cli.main, *args)
+    message = assert_clean(code, stderr, str(path), "no space left on device", "after 1 rows", "resume")
+    assert "\n" not in message.strip()
+    after = path.read_bytes()
+    assert after.startswith(before) and len(after) > len(before) + 1  # 1 new row and a torn one
+    assert [r.idx for r in read_results(path)] == [0, 1, 2]
+    monkeypatch.setattr(ResultFile, "open_for_append", real_open)  # space freed: the same command resumes
+    code, stderr = run_app(certify_cli.main, *args)
+    assert code is None, stderr[-3000:]
+    assert [r.idx for r in read_results(path)] == [0, 1, 2, 3, 4]
+    assert path.read_bytes().startswith(after[: after.rindex(b"\n") + 1])

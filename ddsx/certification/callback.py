@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
 from ddsx.certification.metrics import format_summary, summarize
-from ddsx.certification.result_file import read_results
+from ddsx.certification.result_file import check_writable, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import CertifySettings
 from ddsx.loggers.certification import log_certification
@@ -52,6 +52,7 @@ class CertifyCallback(Callback):
         self.settings = CertifySettings.from_mapping(settings, **overrides)  # validate at construction
         if not self.settings.output:
             raise ValueError("CertifyCallback needs settings.output (the result file path)")
+        check_writable(self.settings.output)  # now, not after the training
         self.weights = weights
         self.metrics: dict[str, float] = {}
 

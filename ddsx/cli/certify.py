@@ -32,7 +32,7 @@ from ddsx.certification.build import (
     warn_on_other_sigma,
 )
 from ddsx.certification.metrics import format_summary, summarize
-from ddsx.certification.result_file import identity_differences, read_results
+from ddsx.certification.result_file import check_writable, identity_differences, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
 from ddsx.certification.shards import merge_shards
@@ -62,6 +62,7 @@ def certify(cfg: DictConfig) -> list[Path]:
     settings = CertifySettings.from_mapping(cfg.certify)
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
+    check_writable(settings.output)  # a read-only output is refused before any model is built
     checkpoint_paths(cfg.get("ckpt_path"))  # a missing checkpoint is refused before any data loads
     fabric = Fabric(**fabric_kwargs(cfg.get("trainer")))
     return fabric.launch(certify_on_process, cfg, settings)
