@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
-from ddsx.certification import ResultFileError, read_results
+from ddsx.certification import InvalidSettingError, ResultFileError, memory, read_results
 from ddsx.certification.result_file import ResultFile
 from ddsx.cli import certify as certify_cli
 from ddsx.cli import train as train_cli
@@ -157,3 +158,42 @@ def test_a_full_disk_while_writing_rows_keeps_the_rows_and_says_so_in_one_line(
     assert code is None, stderr[-3000:]
     assert [r.idx for r in read_results(path)] == [0, 1, 2, 3, 4]
     assert path.read_bytes().startswith(after[: after.rindex(b"\n") + 1])
+
+
+def test_a_batch_is_counted_as_its_float32_copies() -> None:
+    # 10 copies of a 1x4x4 image: 160 float32 values, held 3 times (noise, noisy, denoised)
+    assert memory.batch_bytes(10, (1, 4, 4)) == 10 * 16 * 4 * 3
+
+
+def test_a_batch_larger_than_the_free_memory_is_refused_naming_the_setting(monkeypatch) -> None:
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 100 * memory.batch_bytes(1, (3, 32, 32)))
+    cpu = torch.device("cpu")
+    with pytest.raises(InvalidSettingError, match=r"certify.batch_size=101: .* at most 100 "):
+        memory.check_batch_fits(101, 10**6, (3, 32, 32), cpu)
+    memory.check_batch_fits(100, 10**6, (3, 32, 32), cpu)  # fits exactly
+    memory.check_batch_fits(10**9, 100, (3, 32, 32), cpu)  # a batch never holds more than the run's copies
+    memory.check_batch_fits("auto", 10**6, (3, 32, 32), cpu)  # autotune bounds its own candidates
+
+
+def test_the_free_memory_is_the_gpus_free_memory_or_the_available_ram(monkeypatch) -> None:
+    total = next(
+        int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:")
+    )
+    assert 0 < memory.available_bytes(torch.device("cpu")) <= total
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (123, 456))
+    assert memory.available_bytes(torch.device("cuda", 0)) == 123
+    assert memory.available_bytes(torch.device("meta")) is None
+
+
+def test_a_batch_size_of_a_billion_is_refused_in_one_line_before_any_row(
+    run_app,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
+    # 64 MiB free, whatever machine runs the test: 87,381 noisy 8x8 digits at 768 bytes each
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**26)
+    ckpt = write_checkpoint(tmp_path / "last.ckpt")
+    args = ("certify.batch_size=1000000000", "certify.n=100000", "certify.max=1")  # 100,004 copies
+    code, stderr = run_app(certify_cli.main, *certify_args(tmp_path, f"ckpt_path={ckpt}", *args))
+    assert_clean(code, stderr, "certify.batch_size=1000000000", "0.0625 GiB is free", "at most 87,381")
+    assert not (tmp_path / "run" / "certify.tsv").exists()
