@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from ddsx.certification import read_results, sidecar_path
 from ddsx.certification.callback import CertifyCallback
 from ddsx.certification.row_validation import largest_certifiable_radius
-from ddsx.cli.train import build_training
+from ddsx.cli.train import build_training, resume_checkpoint
 from ddsx.denoisers import IdentityDenoiser
 
 CHEAP = [
@@ -23,7 +25,7 @@ CHEAP = [
 ]
 
 
-def _fit(compose_train, *overrides: str):
+def _fit(compose_train, *overrides: str, fit_from_last: bool = False):
     cfg = compose_train(
         "dataset=digits",
         "debug=limit",
@@ -37,7 +39,8 @@ def _fit(compose_train, *overrides: str):
         *overrides,
     )
     datamodule, model, trainer = build_training(cfg)
-    trainer.fit(model, datamodule=datamodule)
+    # fit_from_last: what ddsx-train does when run again in the same run folder (continue the run)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg) if fit_from_last else None)
     return cfg, model, trainer
 
 
@@ -72,6 +75,32 @@ def test_certifies_the_best_checkpoint_and_logs_cert_metrics(compose_train) -> N
     assert any(row.get("cert/acr") for row in logged)
     assert float(trainer.callback_metrics["cert/acr"]) == pytest.approx(metrics["cert/acr"])
     assert model.classifier.training  # certification left the module's mode as it was
+
+
+def test_a_continued_run_certifies_its_new_weights_into_a_file_named_by_their_fingerprint(
+    compose_train, caplog
+) -> None:
+    last = ("callbacks.certify.weights=last",)
+    cfg, _, _ = _fit(compose_train, *last)
+    first = Path(cfg.paths.output_dir) / "certify.tsv"
+    before = first.read_bytes()
+    old = json.loads(sidecar_path(first).read_text())["model"]["fingerprint"]
+
+    def continued() -> Path:  # the same command with one more epoch, in the same run folder
+        cfg, model, trainer = _fit(compose_train, *last, "trainer.max_epochs=2", fit_from_last=True)
+        assert trainer.current_epoch == 2
+        return _callback(trainer).result_path
+
+    with caplog.at_level(logging.INFO, logger="ddsx"):
+        second = continued()
+    new = json.loads(sidecar_path(second).read_text())["model"]["fingerprint"]
+    assert new != old and second == first.with_name(f"certify_{new[:8]}.tsv")
+    assert [r.idx for r in read_results(second)] == [0, 20, 40, 60, 80]
+    assert first.read_bytes() == before  # the earlier weights' rows are left as they were
+    said = [r.getMessage() for r in caplog.records if "other weights" in r.getMessage()]
+    assert len(said) == 1 and str(first) in said[0] and str(second) in said[0]
+    rows = second.read_bytes()
+    assert continued() == second and second.read_bytes() == rows  # the same weights again: resumed, done
 
 
 def test_settings_are_validated_at_construction(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from ddsx.cli.certify import certify
+from ddsx.cli.certify import main as certify_main
 from ddsx.cli.train import build_training
 from ddsx.models.checkpoints import load_classifier
 from ddsx.utils.safe_instantiate import UnsafeConfigError, allowed_targets, check_config, safe_instantiate
 from tests.test_certification_cli import write_checkpoint
+from tests.test_cli_errors import assert_clean, certify_args, run_app  # noqa: F401 - run_app: a fixture
 
 CLASSIFIER_TARGETS = allowed_targets("classifier")
 
@@ -97,11 +99,36 @@ def test_resume_refuses_a_checkpoint_with_a_payload(compose_train, tmp_path: Pat
         ({"_target_": "ddsx.models.classifiers.lenet", "input_size": "${oc.env:HOME}"}, "interpolation"),
         ({"_target_": " ddsx.models.classifiers.lenet"}, "names _target_"),
         ({"_target_": "ddsx.utils.run_config.save_resolved_config"}, "names _target_"),
+        # near misses of the reserved keys: Hydra passes them on as arguments, ddsx never writes them
+        (
+            {"_target_": "ddsx.models.classifiers.lenet", "_target_ ": "os.system"},
+            "'m._target_ ' is a near miss",
+        ),
+        ({"_target_ ": "ddsx.models.classifiers.lenet"}, "'m._target_ ' is a near miss"),
+        ({"_target_": "ddsx.models.classifiers.lenet", "x": {"_Target_": "os.getcwd"}}, "'m.x._Target_'"),
+        ({"_target_": "ddsx.models.classifiers.lenet", "__partial__": True}, "'m.__partial__' is a near"),
+        ({"_target_": "ddsx.models.classifiers.lenet", "_tar\u200bget_": "os.getcwd"}, "near miss"),
     ],
 )
 def test_check_config_refuses_everything_off_the_list(node, message) -> None:
     with pytest.raises(UnsafeConfigError, match=message):
         check_config(node, CLASSIFIER_TARGETS, "test", "m")
+
+
+@pytest.mark.parametrize("name", ["target", "args", "input_size"])
+def test_plain_argument_names_are_no_near_miss(name: str) -> None:
+    check_config({"_target_": "ddsx.models.classifiers.lenet", name: 1}, CLASSIFIER_TARGETS, "test", "m")
+
+
+def test_certify_refuses_a_near_miss_key_in_one_line(
+    run_app,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    node = {"_target_": "ddsx.models.classifiers.lenet", "input_size": 28, "_target_ ": "os.system"}
+    ckpt = poison(write_checkpoint(tmp_path / "last.ckpt"), "classifier", node)
+    code, stderr = run_app(certify_main, *certify_args(tmp_path, f"ckpt_path={ckpt}", "certify.max=1"))
+    assert_clean(code, stderr, str(ckpt), "'classifier._target_ '", "near miss")
+    assert not (tmp_path / "run" / "certify.tsv").exists()
 
 
 def test_allowed_constructor_builds(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ddsx.certification.engine import Certifier, Target
+from ddsx.certification.memory import check_batch_fits
 from ddsx.certification.result_file import run_identity
 from ddsx.certification.settings import CertifySettings, InvalidSettingError
 from ddsx.denoisers.base import Denoiser, IdentityDenoiser
@@ -83,6 +84,8 @@ def build_certifier(
         raise ValueError(f"the denoiser is tuned to sigma={denoiser_sigma}, certify.sigma is {sigma}")
     image, _ = dataset[0]
     block = noise_block_size(tuple(torch.as_tensor(image).shape), device.type)
+    copies = settings.forward_passes(len(settings.indices(len(dataset))))  # a batch never holds more
+    check_batch_fits(settings.batch_size, copies, torch.as_tensor(image).shape, device)
     outputs = result_paths(Path(settings.output), [spec.name for spec in classifiers])
     targets = []
     for spec, output in zip(classifiers, outputs, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -12,8 +13,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ddsx.certification.build import ClassifierSpec, build_certifier, tuned_to
+from ddsx.certification.engine import Target
 from ddsx.certification.metrics import format_summary, summarize
-from ddsx.certification.result_file import read_results
+from ddsx.certification.result_file import check_writable, read_identity, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import CertifySettings
 from ddsx.loggers.certification import log_certification
@@ -52,8 +54,10 @@ class CertifyCallback(Callback):
         self.settings = CertifySettings.from_mapping(settings, **overrides)  # validate at construction
         if not self.settings.output:
             raise ValueError("CertifyCallback needs settings.output (the result file path)")
+        check_writable(self.settings.output)  # now, not after the training
         self.weights = weights
         self.metrics: dict[str, float] = {}
+        self.result_path: Path | None = None  # the file the last certification wrote
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.certify(trainer, pl_module)
@@ -102,6 +106,7 @@ class CertifyCallback(Callback):
                     device=device,
                     split_seed=getattr(datamodule, "split_seed", None),
                 )
+                certifier.targets = [_file_for_these_weights(t) for t in certifier.targets]
                 strategy = trainer.strategy
                 [path] = certifier.run(
                     dataset,
@@ -114,6 +119,7 @@ class CertifyCallback(Callback):
             base.to(home)  # shared with the module (classifier, denoiser): leave it as it was
             for module, mode in modes.items():
                 module.training = mode
+        self.result_path = path
         if trainer.is_global_zero:
             rows = read_results(path)
             ceiling = largest_certifiable_radius(settings.require_sigma(), settings.n, settings.alpha)
@@ -143,6 +149,33 @@ class CertifyCallback(Callback):
         n = len(CLASSIFIER_PREFIX)
         classifier.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(CLASSIFIER_PREFIX)})
         return DenoisedClassifier(classifier, base.denoiser), str(Path(best).resolve())
+
+
+def _file_for_these_weights(target: Target) -> Target:
+    """``target``, or, when its result file holds rows of other weights, the same target writing
+    ``<stem>_<first 8 hex of these weights' fingerprint><suffix>`` beside it.
+
+    A continued run (README, "Running the same ddsx-train command again") trains further and ends in
+    new weights; its file holds the earlier weights' rows, which a resume rightly refuses to mix with
+    others. Each set of weights gets a file of its own instead (the same weights again resume theirs).
+    """
+    if not target.file.sidecar.is_file():
+        return target
+    model = read_identity(target.file.sidecar).get("model")
+    stored = model.get("fingerprint") if isinstance(model, dict) else None
+    current = str(target.identity["model"]["fingerprint"])
+    if stored == current:
+        return target
+    output = target.output.with_name(f"{target.output.stem}_{current[:8]}{target.output.suffix}")
+    log.info(
+        "certify callback: %s holds rows of other weights (model fingerprint %s); these weights "
+        "(fingerprint %s) are certified into %s",
+        target.output,
+        stored,
+        current,
+        output,
+    )
+    return dataclasses.replace(target, output=output)
 
 
 def _split(datamodule: L.LightningDataModule, split: str):

@@ -20,12 +20,14 @@ Rows once written are kept byte for byte; only a torn last line (a crash in mid-
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,9 @@ import ddsx
 from ddsx.certification.settings import environment
 from ddsx.loggers.wandb import flatten
 from ddsx.models.identity import construction, module_fingerprint
+from ddsx.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 BASE_COLUMNS = ("idx", "label", "predict", "radius", "correct", "time")
 EXTRA_COLUMNS = ("samples", "count_a", "n", "n0", "p_lower", "sigma", "t_star", "seconds", "certified_at")
@@ -45,6 +50,8 @@ HEADER = "\t".join(COLUMNS) + "\n"
 MISSING = "NA"
 # /3: the models' recorded constructor arguments (ddsx.models.identity) joined the compared settings.
 FORMAT = "ddsx-certify/3"
+# The rank in a shard's name, as shard_path writes it (no sign, no leading zeros).
+_SHARD_RANK = re.compile(r"0|[1-9][0-9]*")
 
 
 class ResultFileError(ValueError):
@@ -57,6 +64,51 @@ class SettingsMismatchError(ResultFileError):
 
 class ResultFileLockedError(ResultFileError):
     """Another process is writing the same result file."""
+
+
+class ResultWriteError(ResultFileError):
+    """The disk refused a write (full, over quota, read-only, no permission); the message names the file."""
+
+
+# What the disk or its mount, not ddsx, refuses: the user fixes it from the message (free space, pick
+# another certify.output). Any other OSError is a bug and keeps its traceback.
+_REFUSED_WRITES = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@contextlib.contextmanager
+def refused_writes_named(path: str | Path, kept: str = "") -> Iterator[None]:
+    """Turn a write the disk refuses inside the block into ResultWriteError naming ``path`` (and, in
+    ``kept``, what is safe on disk already)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _REFUSED_WRITES:
+            raise
+        reason = os.strerror(error.errno).lower()
+        raise ResultWriteError(f"cannot write {path}: {reason}{kept}") from error
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse now, before any model is built, a result path where the run could not write its files.
+
+    The nearest existing folder on the way to ``path`` must take a new file (tried with a real one:
+    permissions, read-only mounts and root's rights all answer the same way), and ``path`` itself, if
+    it exists, must be a file that opens for appending. Nothing is left behind.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ResultWriteError(f"certify.output={path} is a folder; it must be a file path")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ResultWriteError(f"cannot write certify.output={path}: {folder} is not a folder")
+    with refused_writes_named(f"certify.output={path}", f" (tried in {folder}; choose another one)"):
+        descriptor, probe = tempfile.mkstemp(prefix=".ddsx-write-check-", dir=folder)
+        os.close(descriptor)
+        os.unlink(probe)
+        if path.exists():
+            open(path, "ab").close()
 
 
 # ----- rows ---------------------------------------------------------------------------------------
@@ -414,14 +466,33 @@ class ResultFile:
         return self.path.with_name(f"{self.path.name}.rank{rank}.part")
 
     def shard_paths(self) -> list[Path]:
-        shards = self.path.parent.glob(f"{self.path.name}.rank*.part")
-        return sorted(shards, key=lambda p: int(p.name.rsplit(".rank", 1)[1].split(".")[0]))
+        """This file's shards in rank order: exactly the names :meth:`shard_path` makes.
+
+        A file that only looks like one (``certify.tsv.rank_old.part``, a copy kept by hand) was not
+        written by a rank of this run: it is left alone and never read, with a warning naming it.
+        """
+        if not self.path.parent.is_dir():
+            return []
+        prefix, shards = f"{self.path.name}.rank", {}
+        for candidate in self.path.parent.iterdir():
+            name = candidate.name
+            if not (name.startswith(prefix) and name.endswith(".part")):
+                continue
+            rank = _SHARD_RANK.fullmatch(name[len(prefix) : -len(".part")])
+            if rank is None:
+                log.warning(
+                    "ignoring %s: not a shard ddsx writes (those end in .rank<number>.part)", candidate
+                )
+            else:
+                shards[int(rank.group())] = candidate
+        return [shards[rank] for rank in sorted(shards)]
 
     # ----- one writer ---------------------------------------------------------------------------
     def lock(self) -> FileLock:
         """Take the writer's lock now, or fail at once naming the file and the holder's pid."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return FileLock(self.lock_path, self.path)
+        with refused_writes_named(self.lock_path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return FileLock(self.lock_path, self.path)
 
     # ----- validation (read-only, before any work) ----------------------------------------------
     def validate(
@@ -466,23 +537,26 @@ class ResultFile:
     # ----- writing ------------------------------------------------------------------------------
     def write_identity(self, identity: dict[str, Any]) -> None:
         """Write atomically, so a crash never leaves a half sidecar."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.sidecar)
+        with refused_writes_named(self.sidecar, " (no row was written yet)"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")
+            tmp.replace(self.sidecar)
 
     def open_for_append(self, path: Path) -> ResultWriter:
         """Open ``path`` (the result file or this process's shard), dropping a torn last line."""
         contents = split_contents(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if contents.torn or not contents.header:
-            with open(path, "r+b" if path.exists() else "wb") as handle:
-                handle.truncate(contents.complete_size)
-        handle = open(path, "ab")  # noqa: SIM115 - closed by ResultWriter
-        if not contents.header:
-            handle.write(HEADER.encode())
-            handle.flush()
-        return ResultWriter(handle)
+        with refused_writes_named(path, " (no row was written yet)"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if contents.torn or not contents.header:
+                with open(path, "r+b" if path.exists() else "wb") as handle:
+                    handle.truncate(contents.complete_size)
+            # Unbuffered: a row goes to the OS at once, and a refused write leaves no buffer behind that
+            # close() would try, and fail, to write again.
+            writer = ResultWriter(open(path, "ab", buffering=0), path)  # noqa: SIM115 - closed by the caller
+            if not contents.header:
+                writer.write_bytes(HEADER.encode())
+        return writer
 
     def merge(self) -> None:
         """Fold every shard into the result file, sorted by idx, then delete the shards.
@@ -502,11 +576,16 @@ class ResultFile:
         if not shards and not main.torn and main.header and in_file == order:
             return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(main.header or HEADER.encode())
-            handle.writelines(rows[idx] for idx in order)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with refused_writes_named(tmp, " (the rows are safe in the shards; free space and run again)"):
+                with open(tmp, "wb") as handle:
+                    handle.write(main.header or HEADER.encode())
+                    handle.writelines(rows[idx] for idx in order)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except ResultWriteError:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(self.path)
         for shard in shards:
             shard.unlink()
@@ -567,14 +646,29 @@ def _same_file(handle: Any, path: Path) -> bool:
 
 
 class ResultWriter:
-    """Appends rows, each flushed to the OS as soon as it is written (a killed process loses none)."""
+    """Appends rows to ``path``, each handed to the OS as soon as it is written (a killed process loses
+    none). A write the disk refuses (full, say) is a ResultWriteError saying that the rows before it
+    are kept: a row the disk took only part of is a torn last line, which a resume redoes."""
 
-    def __init__(self, handle: BinaryIO) -> None:
+    def __init__(self, handle: BinaryIO, path: Path) -> None:
         self._handle = handle
+        self.path = path
+        self.rows = 0
 
     def write(self, row: ResultRow) -> None:
-        self._handle.write(format_row(row).encode())
-        self._handle.flush()
+        self.write_bytes(format_row(row).encode())
+        self.rows += 1
+
+    def write_bytes(self, data: bytes) -> None:
+        kept = (
+            f" after {self.rows} rows of this run, which are kept with the earlier ones; free space "
+            "(or choose another certify.output) and run the same command again to resume"
+        )
+        with refused_writes_named(self.path, kept):
+            view = memoryview(data)
+            while view:  # an unbuffered write may take only part of the data
+                view = view[self._handle.write(view) :]
+            self._handle.flush()
 
     def close(self) -> None:
         self._handle.close()

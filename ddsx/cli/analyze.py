@@ -26,6 +26,7 @@ from ddsx.certification.build import build_denoiser, checkpoint_name, checkpoint
 from ddsx.cli import CONF_DIR
 from ddsx.cli.certify import fabric_kwargs
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.data.from_config import build_datamodule
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.errors import DDSXError
 from ddsx.loggers import closed_after
@@ -122,7 +123,7 @@ def analyze_on_process(fabric: Fabric, cfg: DictConfig, sigmas: list[float]) -> 
         probe.classifier.to(fabric.device)
     strength = AttackStrength(**OmegaConf.to_container(cfg.attack, resolve=True))  # type: ignore[arg-type]
 
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("test" if split == "test" else "validate")
     dataset = getattr(datamodule, f"{split}_set")
     total = len(dataset) if cfg.get("max_examples") is None else min(len(dataset), int(cfg.max_examples))

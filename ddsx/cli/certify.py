@@ -32,12 +32,13 @@ from ddsx.certification.build import (
     warn_on_other_sigma,
 )
 from ddsx.certification.metrics import format_summary, summarize
-from ddsx.certification.result_file import identity_differences, read_results
+from ddsx.certification.result_file import check_writable, identity_differences, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.data.from_config import build_datamodule
 from ddsx.loggers import closed_after
 from ddsx.loggers.certification import log_certification
 from ddsx.sweeps.threads import limit_threads
@@ -61,6 +62,7 @@ def certify(cfg: DictConfig) -> list[Path]:
     settings = CertifySettings.from_mapping(cfg.certify)
     if not settings.output:
         raise InvalidSettingError("certify.output must be a file path, got None")
+    check_writable(settings.output)  # a read-only output is refused before any model is built
     checkpoint_paths(cfg.get("ckpt_path"))  # a missing checkpoint is refused before any data loads
     fabric = Fabric(**fabric_kwargs(cfg.get("trainer")))
     return fabric.launch(certify_on_process, cfg, settings)
@@ -68,7 +70,7 @@ def certify(cfg: DictConfig) -> list[Path]:
 
 def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySettings) -> list[Path]:
     """What every process runs: build data and models, certify its share, rank 0 merges and reports."""
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     datamodule.setup("test" if settings.split == "test" else "validate")
     dataset = getattr(datamodule, f"{settings.split}_set", None)
     if dataset is None:

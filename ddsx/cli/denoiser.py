@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import DDSXError, console_script, expected_errors
 from ddsx.cli.train import instantiate_dict
+from ddsx.data.from_config import build_datamodule
 from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
 from ddsx.denoisers.resolution import as_size
@@ -37,7 +38,7 @@ QUALITY_FILE = "quality.json"
 def build_denoiser_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """Data module, DDPMModule and Trainer from the config (tests call this with composed configs)."""
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     channels, height, width = (int(v) for v in datamodule.image_shape)  # known before setup
     size = as_size(cfg.module.get("image_size")) or (height, width)
     levels = len(cfg.denoiser_model.get("block_out_channels", [0]))

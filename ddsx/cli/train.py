@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.data.from_config import build_datamodule
 from ddsx.loggers import closed_after
 from ddsx.models.checkpoints import load_classifier, read_checkpoint
 from ddsx.sweeps.threads import limit_threads
@@ -38,7 +39,7 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
     for key in ("ckpt_path", "init_classifier"):  # a missing checkpoint is refused before any data loads
         if cfg.get(key) and not Path(cfg[key]).is_file():
             raise FileNotFoundError(f"no checkpoint file {cfg[key]} ({key})")
-    datamodule = hydra.utils.instantiate(cfg.dataset)
+    datamodule = build_datamodule(cfg.dataset)
     # Fail on missing or malformed data now, before any run artefact (checkpoint, logs) exists.
     datamodule.setup("fit")
     num_classes, image_shape = datamodule.num_classes, tuple(datamodule.image_shape)

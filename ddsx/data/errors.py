@@ -39,3 +39,7 @@ class DatasetFormatError(DatasetError, ValueError):
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = Path(path)
         super().__init__(f"malformed dataset file '{path}': {problem}")
+
+
+class DatasetConfigError(DatasetError, TypeError):
+    """A dataset config that does not build a datamodule ddsx can use; the message names the config."""

@@ -33,6 +33,9 @@ def allowed_targets(group: str) -> frozenset[str]:
 
 # Hydra keys that change what instantiate does besides calling _target_ with keyword arguments.
 FORBIDDEN_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
+# A reserved key's letters: "_target_ ", "_Target_", "__target__" or "_tar\u200bget_" spell one without
+# being it. Hydra ignores such a key, but no ddsx file holds one: it was made to slip past this check.
+_RESERVED_LETTERS = frozenset(key.strip("_") for key in ("_target_", *FORBIDDEN_KEYS))
 
 
 class UnsafeConfigError(DDSXError, ValueError):
@@ -40,9 +43,18 @@ class UnsafeConfigError(DDSXError, ValueError):
     message alone, exit code 2)."""
 
 
+def _near_miss(name: object) -> bool:
+    """Whether ``name`` spells a Hydra reserved key without being it (a plain word such as ``target``,
+    an ordinary argument name, is not a near miss)."""
+    text = str(name)
+    letters = "".join(c for c in text.lower() if c.isascii() and c.isalpha())
+    return letters in _RESERVED_LETTERS and text != letters and text != f"_{letters}_"
+
+
 def check_config(config: Any, allowed: frozenset[str], where: str, key: str = "") -> None:
     """Raise UnsafeConfigError unless every ``_target_`` in ``config`` (nested ones too) is in ``allowed``,
-    no Hydra control key (``_args_``, ``_partial_``, ...) appears and no string is an interpolation.
+    no Hydra control key (``_args_``, ``_partial_``, ...) or near miss of one (``"_target_ "``) appears
+    and no string is an interpolation.
 
     ``where`` names the source (e.g. "ddsx_config.classifier of /runs/last.ckpt") for the message.
     """
@@ -60,6 +72,11 @@ def check_config(config: Any, allowed: frozenset[str], where: str, key: str = ""
                 raise UnsafeConfigError(
                     f"refusing to build {where}: key '{path}' ({value!r}) is a Hydra instantiate option that "
                     "ddsx never stores; a config stored in a file may only name a constructor and its arguments"
+                )
+            elif _near_miss(name):
+                raise UnsafeConfigError(
+                    f"refusing to build {where}: key {path!r} is a near miss of a Hydra key (_target_, "
+                    f"{', '.join(FORBIDDEN_KEYS)}) that ddsx never writes: the file was crafted or damaged"
                 )
             check_config(value, allowed, where, path)
     elif isinstance(config, list | tuple):
