@@ -41,6 +41,27 @@ def test_grids_are_a_union_and_the_command_line_replaces_or_adds_axes() -> None:
     assert len(expand_grids([{"sigma": "0.25,0.5"}, {"sigma": "0.5,1.0"}], [])) == 3
 
 
+def test_the_sweeper_stands_on_hydras_public_sweeper_interface_only() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.errors import HydraException
+
+    from ddsx.sweeps.grid import cartesian_jobs
+    from ddsx.sweeps.sweeper import job_error
+    from hydra_plugins.ddsx_sweeper import DDSXSweeper
+
+    assert not [c for c in DDSXSweeper.__mro__ if c.__module__.startswith("hydra._internal")]
+    parse = OverridesParser.create().parse_overrides
+    assert cartesian_jobs(parse(["a=1,2", "b=x", "a=3,4"])) == [["a=3", "b=x"], ["a=4", "b=x"]]
+    assert cartesian_jobs(parse(["+c=choice(p,q)", "d=[1,2]"])) == [["+c=p", "d=[1,2]"], ["+c=q", "d=[1,2]"]]
+    with pytest.raises(HydraException, match="interval"):
+        cartesian_jobs(parse(["lr=interval(0,1)"]))
+    failed = JobReturn(overrides=["a=1"], status=JobStatus.FAILED)
+    failed.return_value = ValueError("no such file\nsecond line")
+    assert job_error(failed) == "ValueError: no such file"
+    assert job_error(JobReturn(overrides=["a=2"], status=JobStatus.COMPLETED)) == ""
+
+
 @pytest.mark.parametrize("name", SWEEPS)
 def test_every_sweep_definition_composes_at_its_first_middle_and_last_point(
     name: str, tmp_path: Path

@@ -10,11 +10,13 @@ adds an axis to every grid (``seed=0,1``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 
 
 def expand_grids(
@@ -28,9 +30,23 @@ def expand_grids(
         strings = [f"{key}={value}" for key, value in grid.items()]
         # The arguments come last: for a key set twice, Hydra's split keeps the last value.
         overrides = parser.parse_overrides([*strings, *arguments])
-        [batch] = BasicSweeper.split_arguments(overrides, None) or [[[]]]
-        for job in batch:
+        for job in cartesian_jobs(overrides):
             if frozenset(job) not in seen:
                 seen.add(frozenset(job))
                 jobs.append(list(job))
     return jobs
+
+
+def cartesian_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every combination of the overrides' values (``a=1,2 b=x`` -> two jobs), a key set twice taking
+    its last value; built on Hydra's public Override API (its basic sweeper's splitter is private)."""
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise HydraException(f"the ddsx sweeper cannot sweep {override.input_line!r} (an interval sweep)")
+    return [list(job) for job in itertools.product(*choices.values())]

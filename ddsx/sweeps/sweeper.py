@@ -10,16 +10,20 @@ per failed job, and ends with :class:`MultirunFailedError` naming them (exit cod
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
 
 from ddsx.errors import DDSXError
 from ddsx.sweeps.grid import expand_grids
@@ -33,15 +37,24 @@ class MultirunFailedError(DDSXError):
     """Some jobs of a multirun failed (the others finished); the message lists the failed ones."""
 
 
-class IsolatingSweeper(BasicSweeper):
+class IsolatingSweeper(Sweeper):
+    """On Hydra's public Sweeper interface (setup, sweep, validate_batch_is_legal) only."""
+
     def __init__(
         self,
         max_batch_size: int | None = None,
         params: Mapping[str, str] | None = None,
         grids: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=dict(params or {}))
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
         self.grids = [dict(grid) for grid in grids or []]
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def jobs(self, arguments: Sequence[str]) -> list[list[str]]:
         """Every job's overrides: the grids (or ``params`` as one grid) with the command line applied."""
@@ -90,7 +103,9 @@ class IsolatingSweeper(BasicSweeper):
             return list(self.launcher.launch(batch, initial_job_idx=start))
         except Exception as error:
             if len(batch) == 1:
-                return [JobReturn(overrides=batch[0], status=JobStatus.FAILED, _return_value=error)]
+                failed = JobReturn(overrides=batch[0], status=JobStatus.FAILED)
+                failed.return_value = error
+                return [failed]
             log.warning(
                 "multirun: jobs #%d-#%d ended with %s (a job's process died?); launching them one at a time",
                 start,
@@ -106,7 +121,7 @@ def job_error(result: JobReturn) -> str:
     """``Type: message`` of a failed job's exception (first line), '' for a finished job."""
     if result.status != JobStatus.FAILED:
         return ""
-    error = result._return_value
+    error = failure(result)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     signals = sorted(set(re.findall(r"\bSIG[A-Z]+\b", str(error))) - set(re.findall(r"\bSIG[A-Z]+\b", text)))
     if signals:  # a dead process: joblib names the signal further down its message
@@ -115,6 +130,17 @@ def job_error(result: JobReturn) -> str:
     if state and state.group(0) not in text:  # submitit: the job's process ended without a result
         text = f"{text} {state.group(0)}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def failure(result: JobReturn) -> BaseException:
+    """A failed job's exception through JobReturn's public ``return_value``, which raises it (and
+    writes a line to stderr that the summary and the log already give, so it is swallowed)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            result.return_value  # noqa: B018 - raises the failed job's exception
+    except BaseException as error:
+        return error
+    raise AssertionError(f"job {result.overrides} did not fail")
 
 
 def report_failures(
