@@ -1,5 +1,6 @@
-"""Lightning callbacks of ddsx's own (certification's callback lives with the certification engine)."""
+"""Lightning callbacks of ddsx's own (certification's callback lives with the certification engine;
+the training progress callback with all progress reporting, in ddsx/progress.py)."""
 
-from ddsx.callbacks.progress_log import ProgressLog
+from ddsx.progress import ProgressLog
 
 __all__ = ["ProgressLog"]

@@ -1,7 +1,7 @@
 """Certification engine: settings, the engine and its builder, result files, metrics, loggers.
 
 Flow: settings -> build (build.py) -> engine (engine.py; the loop and the statistical tests are ddsx.smoothing.loop and ddsx.smoothing.procedures) -> result file
-(result_file.py) -> metrics (metrics.py) -> progress.py, loggers.py. The callback lives in
+(result_file.py) -> metrics (metrics.py) -> progress (ddsx/progress.py), loggers (ddsx/loggers/certification.py). The callback lives in
 ``ddsx.certification.callback`` (import it from there; it pulls in Lightning). This package never
 imports ``ddsx.report``.
 """

@@ -27,7 +27,6 @@ from torch.utils.data import Dataset
 
 from ddsx.certification.autotune import autotune_batch_size, candidates_for, format_trials
 from ddsx.certification.fast_paths import prepare_model, to_device
-from ddsx.certification.progress import CertifyProgress
 from ddsx.certification.result_file import (
     FileLock,
     ResultFile,
@@ -37,6 +36,7 @@ from ddsx.certification.result_file import (
 )
 from ddsx.certification.selection import label_lookup
 from ddsx.certification.settings import CertifySettings
+from ddsx.progress import CertifyProgress
 from ddsx.smoothing import example_generator
 from ddsx.smoothing.loop import CertifyLoop, Example, LoopStats
 from ddsx.smoothing.noise import GaussianStream
