@@ -136,6 +136,33 @@ def test_every_app_takes_its_run_and_sweep_folders_from_the_one_shared_block(app
     assert "ckpt_path" in cfg.hydra.job.config.override_dirname.exclude_keys
 
 
+@pytest.mark.parametrize(
+    ("app", "paths"),
+    [
+        (
+            "certify",
+            ["ckpt_path=/a/b.ckpt", "denoiser=mnist5k", "denoiser.path=/c/d", "certify.output=/e/f.tsv"],
+        ),
+        ("train", ["ckpt_path=/a/b.ckpt", "trainer.default_root_dir=/c/d", "dataset.data_dir=/e"]),
+        ("denoiser", ["save_dir=/a/b", "module.sample_dir=/c/d", "paths.checkpoint_dir=/e"]),
+    ],
+)
+def test_a_sweep_jobs_folder_name_leaves_out_path_overrides(
+    tmp_path: Path, app: str, paths: list[str]
+) -> None:
+    """A path in the job folder's name (hydra.sweep.subdir) would nest the folder along the path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=app):
+        cfg = compose(
+            f"ddsx_{app}",
+            overrides=[*paths, "seed=3", f"paths.root_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    GlobalHydra.instance().clear()
+    kept = [p for p in paths if "/" not in p]  # a group choice tells jobs apart and stays
+    assert cfg.hydra.job.override_dirname == ",".join(sorted([*kept, "seed=3"]))
+
+
 def test_attacks_share_keep_best_and_classifier_mode_from_one_file(compose_train):
     files = sorted(p.name for p in (CONF_DIR / "attack").glob("*.yaml") if "keep_best:" in p.read_text())
     assert files == ["none.yaml"]
