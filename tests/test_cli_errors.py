@@ -276,3 +276,17 @@ def test_sweep_with_a_plus_says_to_drop_it(compose_train) -> None:
     with pytest.raises(Exception) as error:
         compose_train("+sweep=mnist5k_small")
     assert "write sweep=<name>, without +" in expected_message(error.value)
+
+
+def test_multirun_with_cfg_is_one_line_and_exit_2(monkeypatch, capsys) -> None:
+    from ddsx.cli.errors import console_script
+
+    ran = []
+    monkeypatch.setattr(sys, "argv", ["ddsx-certify", "-m", "certify.sigma=0.25,0.5", "--cfg", "job"])
+    with pytest.raises(SystemExit) as exit_info:
+        console_script(lambda: ran.append(1))()
+    assert exit_info.value.code == 2 and not ran
+    assert capsys.readouterr().err.count("\n") == 1
+    monkeypatch.setattr(sys, "argv", ["ddsx-certify", "certify.sigma=0.25", "--cfg", "job"])
+    console_script(lambda: ran.append(1))()
+    assert ran == [1]

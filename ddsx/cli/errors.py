@@ -102,6 +102,36 @@ def _with_hint(message: str) -> str:
     return message
 
 
+# Hydra's mode flags; it accepts one of them per call (else a ValueError from its internals).
+_MODE_FLAGS = {
+    "--multirun": "-m",
+    "-m": "-m",
+    "--cfg": "--cfg",
+    "-c": "--cfg",
+    "--info": "--info",
+    "-i": "--info",
+    "--run": "--run",
+    "-r": "--run",
+    "--shell-completion": "--shell-completion",
+    "-sc": "--shell-completion",
+}
+
+
+class CombinedModesError(DDSXError):
+    """Two of Hydra's modes (-m, --cfg, --info, ...) on one command line."""
+
+
+def refuse_combined_hydra_modes(arguments: list[str]) -> None:
+    """CombinedModesError naming the flags when the command line asks Hydra for two modes at once."""
+    modes = list(dict.fromkeys(_MODE_FLAGS[a] for a in arguments if a in _MODE_FLAGS))
+    if len(modes) > 1:
+        hint = " (drop -m to see one job's config: the grid's first values, e.g. certify.sigma=0.25)"
+        raise CombinedModesError(
+            f"{' and '.join(modes)} cannot be combined, Hydra runs one mode per command"
+            + (hint if "-m" in modes and "--cfg" in modes else "")
+        )
+
+
 def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
     """Outermost wrapper of an entry point: silence the known harmless warnings, strip ``--debug``,
     turn expected errors into exit code 2.
@@ -119,6 +149,7 @@ def console_script(function: Callable[..., Any]) -> Callable[..., Any]:
         sys.argv[1:] = [arg for arg in sys.argv[1:] if arg != DEBUG_FLAG]
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
+            refuse_combined_hydra_modes(sys.argv[1:])
             return function(*args, **kwargs)
         except BrokenPipeError:
             # `ddsx-train --help | head`: the reader left; say nothing more (and nothing at exit).
