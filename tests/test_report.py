@@ -384,6 +384,8 @@ def test_spread_over_training_seeds_is_mean_and_sample_sd(tmp_path: Path) -> Non
 
     # Three seeds of one method: accuracy at r = 0 100, 50, 0 % (mean 50, sample sd 50); at r = 1
     # 50, 50, 0 % (mean 33.3, sd sqrt(2500 / 3) = 28.9); ACR 0.8, 0.5, 0 (mean 0.433, sd sqrt(0.49 / 3) = 0.404).
+    # The 95% t interval of a mean over 3 seeds is mean -+ t_{0.975, 2} sd / sqrt(3), t_{0.975, 2} = 4.3027:
+    # 50 -+ 124.2 at r = 0, 33.3 -+ 71.7 at r = 1 (an interval, not clipped to [0, 100]).
     outcomes = {0: [(1, 1.0), (1, 0.6)], 1: [(1, 1.0), (0, 0.3)], 2: [(0, 0.2), (0, -1)]}
     for seed, rows in outcomes.items():
         _with_train_seed(write_run(tmp_path / f"dds_adv_seed{seed}", "dds_adv", 0.5, rows), seed)
@@ -395,9 +397,17 @@ def test_spread_over_training_seeds_is_mean_and_sample_sd(tmp_path: Path) -> Non
     assert [run.train_seed for run in group] == [0, 1, 2]
     header, [row] = seed_table([group], [0.0, 1.0])
     assert header == ["run", "sigma", "seeds", "r=0", "r=1", "ACR"]
-    assert row[1:] == ["0.5", "0,1,2", "50.0 ± 50.0", "33.3 ± 28.9", "0.433 ± 0.404"]
+    assert row[1:] == [
+        "0.5",
+        "0,1,2",
+        "50.0 ± 50.0 [-74.2, 174.2]",
+        "33.3 ± 28.9 [-38.4, 105.0]",
+        "0.433 ± 0.404 (exact)",
+    ]
     markdown, _ = build_report(runs, [0.0, 1.0])
-    assert "## Spread over training seeds" in markdown and "0.433 ± 0.404" in markdown
+    assert "## Spread over training seeds" in markdown and "0.433 ± 0.404 (exact)" in markdown
+    # The seeds lead the report: their table comes before the per-run table.
+    assert markdown.index("## Spread over training seeds") < markdown.index("## Certified accuracy")
 
 
 def test_spread_marks_radii_no_run_could_certify(tmp_path: Path) -> None:
@@ -408,7 +418,7 @@ def test_spread_marks_radii_no_run_could_certify(tmp_path: Path) -> None:
         _with_train_seed(write_run(tmp_path / f"s{seed}", "dds", 0.25, [(1, 0.5), (0, 0.1)], n=1000), seed)
     runs, _ = load_runs([tmp_path])
     _, [row] = seed_table(seed_groups(runs), [0.0, 1.0])
-    assert row[3:] == ["50.0 ± 0.0", "-", "0.250 ± 0.000"]
+    assert row[3:] == ["50.0 ± 0.0 [50.0, 50.0]", "-", "0.250 ± 0.000 (exact)"]
 
 
 def test_runs_of_one_seed_make_no_spread(sweep: Path) -> None:

@@ -5,6 +5,7 @@
     ddsx-report a/certify.tsv b/certify.tsv --radii 0 0.5 1
     ddsx-report --compare fixed/certify.tsv sequential/certify.tsv
     ddsx-report --paired dds_adv/certify.tsv dds_finetune/certify.tsv   # McNemar per radius, ACR interval
+    ddsx-report results/certify --compare-methods dds_adv dds_finetune   # over training seeds (run level)
 
 In a multirun folder each run is labelled by the overrides that differ across its jobs (e.g.
 ``method=dds_adv attack.step_size=0.1 sigma=0.5``), with one table and one plot per sigma. Offline W&B
@@ -29,12 +30,16 @@ from pathlib import Path
 
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
+from ddsx.report.method_compare import Comparison, compare_methods, comparison_notes, comparison_table
 from ddsx.report.paired import paired_markdown, paired_report
 from ddsx.report.plots import write_plots
+from ddsx.report.run_level import ALTERNATIVES
 from ddsx.report.runs import ENVELOPE_FIELDS, BadFile, Run, load_run, load_runs
 from ddsx.report.seeds import seed_groups, seed_table
 from ddsx.report.tables import (
+    ACR_NOTE,
     BEYOND_NOTE,
+    CEILING_NOTE,
     GRID_NOTE,
     compare_table,
     envelope_table,
@@ -51,8 +56,9 @@ NOTE = (
     "examples = rows in the file; n = Monte Carlo samples per example, alpha = failure probability."
 )
 SEEDS_NOTE = (
-    "mean ± sample standard deviation over runs that differ only in the seed their classifier was "
-    "trained with (same method, sigma, digits, n, alpha and certification noise)."
+    "mean ± sample standard deviation [{level}% t interval of the mean] of certified accuracy (%) over runs "
+    "that differ only in the seed their classifier was trained with (same method, sigma, digits, n, alpha "
+    "and certification noise)."
 )
 GROUPING = (
     "An envelope takes the best over runs that differ in sigma alone: same "
@@ -98,8 +104,37 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "interval for ACR(A) - ACR(B)",
     )
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of --paired")
-    parser.add_argument("--confidence", type=float, default=0.95, help="bootstrap interval level of --paired")
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="interval level: --paired's bootstrap, the seed spread's t interval, --compare-methods",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed of --paired")
+    parser.add_argument(
+        "--compare-methods",
+        nargs=2,
+        action="append",
+        metavar=("A", "B"),
+        default=[],
+        help="two methods (the sidecar's method name) over the training seeds both were trained with: the "
+        "per-seed paired difference of certified accuracy pooled by DerSimonian-Laird with Hartung-Knapp, "
+        "and Welch's test of the per-run accuracies; Holm over every test printed (repeatable)",
+    )
+    parser.add_argument(
+        "--average-sigmas",
+        nargs="+",
+        type=float,
+        default=[],
+        metavar="SIGMA",
+        help="--compare-methods also averages these sigmas per digit (e.g. 0.5 1.0)",
+    )
+    parser.add_argument(
+        "--alternative",
+        choices=ALTERNATIVES,
+        default="two-sided",
+        help="the p-values of --compare-methods: greater tests H1: A > B",
+    )
     args = parser.parse_args(argv)
     if not args.paths and not args.compare and not args.paired:
         parser.error("give result files or folders, or --compare A B, or --paired A B")
@@ -120,16 +155,21 @@ def build_report(
     out: Path | None = None,
     bad: Sequence[BadFile] = (),
     wandb_runs: Sequence[WandbRun] = (),
+    comparisons: Sequence[Comparison] = (),
+    confidence: float = 0.95,
 ) -> tuple[str, str]:
-    """(markdown, LaTeX): a table per sigma (one table when all runs share it), the best-over-sigma
-    envelopes, and the offline W&B runs found; paths relative to ``out``."""
+    """(markdown, LaTeX): the spread over training seeds and the run-level comparisons first (where there
+    are any), then a table per sigma (one table when all runs share it), the best-over-sigma envelopes,
+    and the offline W&B runs found; paths relative to ``out``."""
     names = [
         label.replace(f" sigma={_sigma(run)}", "")
         for label, run in zip(_unique_labels(runs), runs, strict=True)
     ]
     envelope = envelope_table(runs, radii)
-    notes = [NOTE, BEYOND_NOTE] + ([GRID_NOTE] if any(run.grid for run in runs) else [])
-    markdown, latex = "", ""
+    notes = [NOTE, BEYOND_NOTE, CEILING_NOTE, ACR_NOTE] + (
+        [GRID_NOTE] if any(run.grid for run in runs) else []
+    )
+    markdown, latex = _seed_sections(runs, radii, comparisons, confidence)
     for title, members in _sigma_sections(runs):
         table = summary_table([runs[i] for i in members], radii, [names[i] for i in members])
         markdown += f"## {title}\n\n{to_markdown(table)}\n"
@@ -144,15 +184,31 @@ def build_report(
         markdown += f"No best-over-sigma envelope: no two runs differ in sigma alone. {GROUPING}\n\n"
     if wandb_runs:
         markdown += "## Offline W&B runs\n\n" + to_markdown(wandb_table(wandb_runs, radii)) + "\n"
-    groups = seed_groups(runs)
-    if groups:
-        markdown += (
-            f"## Spread over training seeds\n\n{to_markdown(seed_table(groups, radii))}\n{SEEDS_NOTE}\n\n"
-        )
     markdown += "Runs:\n\n" + "".join(f"- {run.label}: `{_shown(run.path, out)}`\n" for run in runs)
     markdown += "".join(f"- W&B {w.name} ({w.job_type}): `{_shown(w.path, out)}`\n" for w in wandb_runs)
     if bad:
         markdown += "\nNot included:\n\n" + "".join(f"- `{_shown(b.path, out)}`: {b.reason}\n" for b in bad)
+    return markdown, latex
+
+
+def _seed_sections(
+    runs: Sequence[Run], radii: Sequence[float], comparisons: Sequence[Comparison], confidence: float
+) -> tuple[str, str]:
+    """The spread over training seeds and the run-level comparisons (markdown, LaTeX); empty without seeds."""
+    markdown, latex = "", ""
+    groups = seed_groups(runs)
+    if groups:
+        table = seed_table(groups, radii, confidence)
+        note = SEEDS_NOTE.format(level=f"{100 * confidence:g}")
+        markdown += (
+            f"## Spread over training seeds\n\n{to_markdown(table)}\n{note} {CEILING_NOTE} {ACR_NOTE}\n\n"
+        )
+        latex += to_latex(table, caption=f"Spread over training seeds. {note}") + "\n"
+    if comparisons:
+        table, family = comparison_table(comparisons)
+        notes = comparison_notes(comparisons, family)
+        markdown += f"## Methods compared over training seeds\n\n{to_markdown(table)}\n{notes}\n\n"
+        latex += to_latex(table, caption=f"Methods compared over training seeds. {notes}") + "\n"
     return markdown, latex
 
 
@@ -164,11 +220,13 @@ def write_report(
     title: str = "",
     bad: Sequence[BadFile] = (),
     wandb_runs: Sequence[WandbRun] = (),
+    comparisons: Sequence[Comparison] = (),
+    confidence: float = 0.95,
 ) -> dict[str, Path]:
     """Write report.md, report.tex, certified_accuracy.png and .pdf (every run), and with several sigmas
     certified_accuracy_sigma<s>.png (the runs at each) into ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
-    markdown, latex = build_report(runs, radii, out, bad, wandb_runs)
+    markdown, latex = build_report(runs, radii, out, bad, wandb_runs, comparisons, confidence)
     paths = {"md": out / "report.md", "tex": out / "report.tex"}
     paths["md"].write_text(markdown)
     paths["tex"].write_text(latex)
@@ -221,11 +279,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     for run in runs:
         if run.problem or run.caveat:
             print(f"ddsx-report: warning: {run.path}: {run.status} (shown, not averaged)", file=sys.stderr)
+    comparisons = [
+        comparison
+        for a, b in args.compare_methods
+        for comparison in _compared(
+            runs, a, b, args.radii, args.average_sigmas, args.confidence, args.alternative
+        )
+    ]
     out = args.out or _default_out(args.paths)
-    paths = write_report(runs, args.radii, out, args.max_radius, args.title, bad, wandb_runs)
+    paths = write_report(
+        runs, args.radii, out, args.max_radius, args.title, bad, wandb_runs, comparisons, args.confidence
+    )
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _compared(
+    runs: Sequence[Run],
+    a: str,
+    b: str,
+    radii: Sequence[float],
+    average_sigmas: Sequence[float],
+    confidence: float,
+    alternative: str,
+) -> list[Comparison]:
+    """compare_methods, refused in one line where the two methods share no training seed."""
+    found = compare_methods(runs, a, b, radii, average_sigmas, confidence, alternative)
+    if not found:
+        methods = sorted({run.method for run in runs})
+        raise DDSXError(
+            f"--compare-methods {a} {b}: no training seed certified for both on the same digits and settings "
+            f"(methods found: {', '.join(methods)})"
+        )
+    return found
 
 
 def _single_file(path: str) -> Path:

@@ -147,6 +147,31 @@ class Run:
         return largest_certifiable_radius(self.sigma, self.n, self.alpha)
 
     @property
+    def ceiling_radius(self) -> float | None:
+        """The largest radius this run's certificates can report, where they pile up when capped: for a
+        grid test (sequential) the largest radius of its certification grid within :attr:`max_radius`,
+        for an exact test :attr:`max_radius` itself.
+
+        Certified accuracy at that radius counts every digit whose certificate is capped there, so two
+        methods that both reach the cap look alike there whatever their real margins.
+        """
+        reach = self.max_radius
+        if not self.grid:
+            return reach
+        grid = self.extra.get("radii")
+        if not isinstance(grid, list) or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in grid
+        ):
+            return reach
+        below = [float(r) for r in grid if reach is None or r <= reach]
+        return max(below) if below else None
+
+    def at_ceiling(self, radius: float) -> bool:
+        """Whether ``radius`` is this run's :attr:`ceiling_radius`."""
+        ceiling = self.ceiling_radius
+        return ceiling is not None and math.isclose(radius, ceiling, abs_tol=1e-9)
+
+    @property
     def samples_mean(self) -> float | None:
         return statistics.fmean(self.samples) if self.samples else None
 

@@ -3,18 +3,19 @@
 Two runs belong together when they agree on the envelope fields (method, classifier, denoiser, n,
 alpha, mode, digits, certification seed), on sigma and on a multirun's other overrides, and differ in
 the training seed recorded in their sidecar. A table cell is the mean over those runs and the sample
-standard deviation (n - 1 in the denominator) of certified accuracy at each radius and of ACR.
+standard deviation (n - 1 in the denominator) of certified accuracy at each radius, with the t interval
+of the mean over the seeds; ACR comes last, labelled exact or grid.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 
 from ddsx.certification.metrics import radius_key, summarize
 from ddsx.report.labels import SEED_KEYS, SIGMA_KEYS, without_keys
+from ddsx.report.run_level import mean_interval
 from ddsx.report.runs import ENVELOPE_FIELDS, Run
-from ddsx.report.tables import BEYOND, Table
+from ddsx.report.tables import BEYOND, CEILING, Table
 
 
 def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
@@ -35,28 +36,29 @@ def seed_groups(runs: Sequence[Run]) -> list[list[Run]]:
     return sorted(found, key=lambda members: (members[0].group, members[0].sigma or 0.0))
 
 
-def mean_and_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1) of two or more values."""
-    return statistics.fmean(values), statistics.stdev(values)
-
-
-def seed_table(groups: Sequence[Sequence[Run]], radii: Sequence[float]) -> Table:
-    """One row per group: certified accuracy (%) and ACR as ``mean ± sd`` over its training seeds."""
+def seed_table(groups: Sequence[Sequence[Run]], radii: Sequence[float], confidence: float = 0.95) -> Table:
+    """One row per group: certified accuracy (%) as ``mean ± sd [t interval]`` over its training seeds
+    at each radius (CEILING-marked at the radius where the members' certificates are capped), then ACR as
+    ``mean ± sd`` labelled exact or grid."""
     header = ["run", "sigma", "seeds"] + [f"r={r:g}" for r in radii] + ["ACR"]
     rows = []
     for members in groups:
         summaries = [summarize(run.rows, radii) for run in members]
         cells = []
-        # The members share sigma, n and alpha, hence the largest certifiable radius.
-        reach = members[0].max_radius
+        # The members share sigma, n, alpha and mode, hence the largest certifiable radius and the cap.
+        first = members[0]
         for r in radii:
-            if reach is not None and r > reach:
+            if first.max_radius is not None and r > first.max_radius:
                 cells.append(BEYOND)
                 continue
-            mean, sd = mean_and_sd([100 * s[f"acc@{radius_key(r)}"] for s in summaries])
-            cells.append(f"{mean:.1f} ± {sd:.1f}")
-        mean, sd = mean_and_sd([s["acr"] for s in summaries])
+            mean, sd, low, high = mean_interval(
+                [100 * s[f"acc@{radius_key(r)}"] for s in summaries], confidence
+            )
+            mark = f" {CEILING}" if first.at_ceiling(r) else ""
+            cells.append(f"{mean:.1f} ± {sd:.1f} [{low:.1f}, {high:.1f}]{mark}")
+        mean, sd, _, _ = mean_interval([s["acr"] for s in summaries], confidence)
         seeds = ",".join(str(run.train_seed) for run in members)
-        sigma = "?" if members[0].sigma is None else f"{members[0].sigma:g}"
-        rows.append([members[0].group, sigma, seeds, *cells, f"{mean:.3f} ± {sd:.3f}"])
+        sigma = "?" if first.sigma is None else f"{first.sigma:g}"
+        kind = "grid" if first.grid else "exact"
+        rows.append([first.group, sigma, seeds, *cells, f"{mean:.3f} ± {sd:.3f} ({kind})"])
     return header, rows

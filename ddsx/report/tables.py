@@ -17,6 +17,17 @@ BEYOND_NOTE = (
     "-: beyond the largest radius certifiable at this n and alpha, sigma * PhiInv(alpha^(1/n)) "
     "(all n samples on the top class); no run could have certified it."
 )
+CEILING = "^"  # the radius where the run's certificates are capped (see CEILING_NOTE)
+CEILING_NOTE = (
+    "^: the largest radius the run's test can report (for sequential runs the largest radius of the "
+    "certification grid within sigma * PhiInv(alpha^(1/n))): every digit certified further is counted "
+    "here, so methods that both reach the cap look alike at it whatever their margins."
+)
+ACR_NOTE = (
+    "ACR comes after the accuracies on purpose: one average that a method can raise by pushing a few "
+    "digits far while losing digits at the radii that matter; exact: the mean certified radius of a "
+    "fixed-n test; grid: the mean of the largest grid radius certified (sequential), a floor of the exact ACR."
+)
 GRID_NOTE = (
     "grid: sequential runs certify the radii of a grid; their ACR is the mean of the largest grid radius "
     "certified (a lower bound on the exact ACR)."
@@ -51,7 +62,7 @@ def summary_table(runs: Sequence[Run], radii: Sequence[float], names: Sequence[s
             samples = [f"{run.samples_mean:.0f}", f"{run.samples_median:.0f}"]
         else:  # a fixed-n run spends n samples on every point
             samples = ["?" if run.n is None else str(run.n)] * 2
-        row += [_cell(s[f"acc@{r:g}"], r, run.max_radius) for r in radii]
+        row += [_cell(s[f"acc@{r:g}"], r, run) for r in radii]
         rows.append(row + [acr, _pct(s["abstain"]), _pct(s["clean_acc"]), *samples, run.status])
     return header, rows
 
@@ -151,8 +162,10 @@ def _mean_samples(run: Run, common: set[int]) -> float | None:
     return sum(ns) / len(ns) if ns else None
 
 
-def _cell(value: float, radius: float, max_radius: float | None) -> str:
-    return BEYOND if max_radius is not None and radius > max_radius else _pct(value)
+def _cell(value: float, radius: float, run: Run) -> str:
+    if run.max_radius is not None and radius > run.max_radius:
+        return BEYOND
+    return _pct(value) + (f" {CEILING}" if run.at_ceiling(radius) else "")
 
 
 def _diff(a: float, b: float) -> str:
