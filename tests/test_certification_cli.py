@@ -57,7 +57,7 @@ def test_certify_sigma_overrides_the_checkpoint(compose_certify, tmp_path: Path,
     from ddsx.report import load_runs, summary_table
 
     ckpt = write_checkpoint(tmp_path / "last.ckpt", sigma=0.5)
-    with caplog.at_level(logging.WARNING, logger="ddsx.certification.build"):
+    with caplog.at_level(logging.WARNING, logger="ddsx.cli.certify_models"):
         [path] = certify(compose_certify(f"ckpt_path={ckpt}", "certify.max=1", "certify.sigma=0.25"))
     assert read_results(path)[0].sigma == 0.25
     # the log and the report row both say that this model was trained at another sigma

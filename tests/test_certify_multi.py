@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results, sidecar_path
-from ddsx.certification.build import ModelMismatchError
 from ddsx.cli.certify import certify
+from ddsx.cli.certify_models import ModelMismatchError
 from ddsx.denoisers.base import IdentityDenoiser
 from tests.test_certification_cli import write_checkpoint
 

@@ -18,6 +18,7 @@ from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import check_writable, read_identity, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import CertifySettings
+from ddsx.data.base import split_set
 from ddsx.loggers.certification import log_certification
 from ddsx.models.checkpoints import CLASSIFIER_PREFIX
 from ddsx.models.pipeline import DenoisedClassifier
@@ -79,7 +80,7 @@ class CertifyCallback(Callback):
         settings = self.settings.with_sigma(
             self.settings.sigma if self.settings.sigma is not None else float(pl_module.sigma)
         )
-        dataset = _split(datamodule, settings.split)
+        dataset = split_set(datamodule, settings.split)
         base, source = self._base_classifier(trainer, pl_module)
         classifier = getattr(base, "classifier", base)
         denoiser = getattr(base, "denoiser", None)
@@ -176,16 +177,6 @@ def _file_for_these_weights(target: Target) -> Target:
         output,
     )
     return dataclasses.replace(target, output=output)
-
-
-def _split(datamodule: L.LightningDataModule, split: str):
-    dataset = getattr(datamodule, f"{split}_set", None)
-    if dataset is None:
-        datamodule.setup("test" if split == "test" else "validate")
-        dataset = getattr(datamodule, f"{split}_set", None)
-    if dataset is None:
-        raise ValueError(f"{type(datamodule).__name__} has no {split}_set to certify")
-    return dataset
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -189,6 +189,12 @@ class CertifySettings:
             )
         return self.sigma
 
+    def require_output(self) -> str:
+        """``certify.output``; a missing one is refused before anything is built or loaded."""
+        if not self.output:
+            raise InvalidSettingError("certify.output must be a file path, got None")
+        return self.output
+
     def indices(self, dataset_size: int) -> list[int]:
         """The example indices this job certifies: of 0, skip, 2*skip, ... (at most ``max_examples``),
         every ``num_shards``-th from the ``shard``-th (all of them with one shard)."""

@@ -10,7 +10,6 @@ ddsx.analysis.outputs. Each process measures its share of the examples; the metr
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -22,17 +21,18 @@ from torch.utils.data import DataLoader, Subset
 
 from ddsx.analysis.measure import NO_CLASSIFIER, Probe, build_metrics, computed, measure_sigma
 from ddsx.analysis.outputs import plot_quantities, save_grid, table_rows, write_tsv
-from ddsx.certification.build import build_denoiser, checkpoint_name, checkpoint_paths
+from ddsx.certification.build import build_denoiser
 from ddsx.cli import CONF_DIR
-from ddsx.cli.certify import fabric_kwargs
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.cli.wiring import experiment_loggers, fabric_kwargs, offline_wandb_by_default
+from ddsx.data.base import split_set
 from ddsx.data.from_config import build_datamodule
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.errors import DDSXError
 from ddsx.loggers import closed_after
 from ddsx.loggers.analysis import log_analysis
 from ddsx.methods.noise_attack import AttackStrength
-from ddsx.models.checkpoints import load_classifier
+from ddsx.models.checkpoints import checkpoint_name, checkpoint_paths, load_classifier
 from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import save_resolved_config
@@ -124,8 +124,7 @@ def analyze_on_process(fabric: Fabric, cfg: DictConfig, sigmas: list[float]) -> 
     strength = AttackStrength(**OmegaConf.to_container(cfg.attack, resolve=True))  # type: ignore[arg-type]
 
     datamodule = build_datamodule(cfg.dataset)
-    datamodule.setup("test" if split == "test" else "validate")
-    dataset = getattr(datamodule, f"{split}_set")
+    dataset = split_set(datamodule, split)
     total = len(dataset) if cfg.get("max_examples") is None else min(len(dataset), int(cfg.max_examples))
     share = Subset(dataset, range(fabric.global_rank, total, fabric.world_size))
 
@@ -139,7 +138,7 @@ def analyze_on_process(fabric: Fabric, cfg: DictConfig, sigmas: list[float]) -> 
     loggers = []
     if fabric.global_rank == 0:
         save_resolved_config(cfg, out)
-        loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+        loggers = experiment_loggers(cfg)
     log.info(
         "analysing %s on %d %s examples at %d sigmas, %d classifier(s)",
         denoiser.source or denoiser.name,
@@ -204,8 +203,7 @@ def _logged(values: dict[tuple[str, str], float], sigma: float) -> dict[str, flo
 @expected_errors
 def main(cfg: DictConfig) -> None:
     check_finite_settings(cfg)  # before any work
-    # W&B stays offline unless the user says otherwise, as in the other apps.
-    os.environ.setdefault("WANDB_MODE", "offline")
+    offline_wandb_by_default()
     analyze(cfg)
 
 

@@ -12,35 +12,34 @@ Fabric starts one process per device and each certifies its share (ddsx.certific
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
 from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
-from ddsx.certification.build import (
-    build_certifier,
-    build_denoiser,
-    check_compatible,
-    checkpoint_paths,
-    denoiser_config,
-    load_from_config,
-    warn_on_mismatch,
-    warn_on_other_sigma,
-)
+from ddsx.certification.build import build_certifier, build_denoiser
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import check_writable, identity_differences, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
 from ddsx.certification.settings import DEFAULT_RADII, CertifySettings, InvalidSettingError
 from ddsx.certification.shards import merge_shards
 from ddsx.cli import CONF_DIR
+from ddsx.cli.certify_models import (
+    check_compatible,
+    denoiser_config,
+    load_from_config,
+    warn_on_mismatch,
+    warn_on_other_sigma,
+)
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.cli.wiring import experiment_loggers, fabric_kwargs, offline_wandb_by_default
+from ddsx.data.base import split_set
 from ddsx.data.from_config import build_datamodule
 from ddsx.loggers import closed_after
 from ddsx.loggers.certification import log_certification
+from ddsx.models.checkpoints import checkpoint_paths
 from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.finite_settings import check_finite_settings
 from ddsx.utils.logging import get_logger
@@ -48,20 +47,11 @@ from ddsx.utils.run_config import resolved_container, save_resolved_config
 
 log = get_logger(__name__)
 
-FABRIC_KEYS = {"accelerator": "auto", "devices": 1, "strategy": "auto", "num_nodes": 1}
-
-
-def fabric_kwargs(trainer_cfg: DictConfig | None) -> dict[str, Any]:
-    """accelerator / devices / strategy / num_nodes of the ``trainer`` node (other keys are training-only)."""
-    trainer_cfg = trainer_cfg or {}
-    return {key: trainer_cfg.get(key, default) or default for key, default in FABRIC_KEYS.items()}
-
 
 def certify(cfg: DictConfig) -> list[Path]:
     """Validate ``cfg.certify``, then certify on every process; returns the merged result files."""
     settings = CertifySettings.from_mapping(cfg.certify)
-    if not settings.output:
-        raise InvalidSettingError("certify.output must be a file path, got None")
+    settings.require_output()
     check_writable(settings.output)  # a read-only output is refused before any model is built
     checkpoint_paths(cfg.get("ckpt_path"))  # a missing checkpoint is refused before any data loads
     fabric = Fabric(**fabric_kwargs(cfg.get("trainer")))
@@ -71,10 +61,7 @@ def certify(cfg: DictConfig) -> list[Path]:
 def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySettings) -> list[Path]:
     """What every process runs: build data and models, certify its share, rank 0 merges and reports."""
     datamodule = build_datamodule(cfg.dataset)
-    datamodule.setup("test" if settings.split == "test" else "validate")
-    dataset = getattr(datamodule, f"{settings.split}_set", None)
-    if dataset is None:
-        raise ValueError(f"{type(datamodule).__name__} has no {settings.split}_set after setup()")
+    dataset = split_set(datamodule, settings.split)
 
     # Seeded so that every process builds the same model when a config initialises weights randomly.
     torch.manual_seed(int(cfg.get("seed") or 0))
@@ -116,7 +103,7 @@ def certify_on_process(fabric: Fabric, cfg: DictConfig, settings: CertifySetting
         broadcast=lambda value: fabric.broadcast(value, src=0),
     )
     if fabric.global_rank == 0:
-        loggers = [hydra.utils.instantiate(node) for node in (cfg.get("logger") or {}).values() if node]
+        loggers = experiment_loggers(cfg)
         with closed_after(loggers):
             for logger in loggers:
                 logger.log_hyperparams(resolved_container(cfg) | {"certify_resolved": settings.as_dict()})
@@ -147,9 +134,8 @@ def merge(cfg: DictConfig) -> list[Path]:
 @expected_errors
 def main(cfg: DictConfig) -> float | None:
     check_finite_settings(cfg)  # before any work
-    # W&B stays offline unless the user says otherwise, as in ddsx-train.
     limit_threads()  # jobs running side by side share the cores
-    os.environ.setdefault("WANDB_MODE", "offline")
+    offline_wandb_by_default()
     if cfg.get("mode", "certify") == "merge":
         paths = merge(cfg)
     elif cfg.get("mode", "certify") == "certify":

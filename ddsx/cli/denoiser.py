@@ -9,7 +9,6 @@ reuses a denoiser only when it is. Wiring only; the work lives in ddsx.denoisers
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import DDSXError, console_script, expected_errors
-from ddsx.cli.train import instantiate_dict
+from ddsx.cli.wiring import experiment_loggers, instantiate_nodes, offline_wandb_by_default
 from ddsx.data.from_config import build_datamodule
 from ddsx.denoisers.adm import convert_adm_checkpoint
 from ddsx.denoisers.folder import save_diffusers_folder
@@ -66,15 +65,15 @@ def build_denoiser_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.L
     )
     trainer = hydra.utils.instantiate(
         cfg.trainer,
-        callbacks=instantiate_dict(cfg.get("callbacks")),
-        logger=instantiate_dict(cfg.get("logger")),
+        callbacks=instantiate_nodes(cfg.get("callbacks")),
+        logger=experiment_loggers(cfg),
     )
     return datamodule, module, trainer
 
 
 def train_denoiser(cfg: DictConfig) -> dict[str, Any]:
     """Fit (resuming from ``ckpt_path``), then save the EMA weights as a diffusers folder; returns metrics."""
-    os.environ.setdefault("WANDB_MODE", "offline")
+    offline_wandb_by_default()
     datamodule, module, trainer = build_denoiser_training(cfg)
     n_params = sum(p.numel() for p in module.unet.parameters())
     log.info(

@@ -3,7 +3,6 @@ trainer from the config, fit, test, done. Everything interesting lives in the ob
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
 from ddsx.cli.errors import console_script, expected_errors
+from ddsx.cli.wiring import experiment_loggers, instantiate_nodes, offline_wandb_by_default
 from ddsx.data.from_config import build_datamodule
 from ddsx.loggers import closed_after
 from ddsx.models.checkpoints import load_classifier, read_checkpoint
@@ -24,13 +24,6 @@ from ddsx.utils.logging import get_logger
 from ddsx.utils.run_config import resolved_container, save_resolved_config
 
 log = get_logger(__name__)
-
-
-def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
-    """A dict of ``_target_`` nodes (callbacks, loggers) -> list of objects; None or empty -> []."""
-    if not cfg:
-        return []
-    return [hydra.utils.instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]
 
 
 def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -59,8 +52,8 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
     model.run_config = resolved_container(cfg) | {
         "data_shape": {"num_classes": num_classes, "image_shape": list(image_shape)}
     }
-    loggers = instantiate_dict(cfg.get("logger"))
-    callbacks = instantiate_dict(cfg.get("callbacks"))
+    loggers = experiment_loggers(cfg)
+    callbacks = instantiate_nodes(cfg.get("callbacks"))
     if not loggers:  # logger=none: a learning-rate monitor has nowhere to write, and Lightning refuses it
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
@@ -69,8 +62,7 @@ def build_training(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningM
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Build everything from ``cfg``, fit (resuming from ``ckpt_path`` if given), then test."""
-    # W&B stays offline unless the user says otherwise (this machine may have no network at all).
-    os.environ.setdefault("WANDB_MODE", "offline")
+    offline_wandb_by_default()
     datamodule, model, trainer = build_training(cfg)
     with closed_after(trainer.loggers):
         return fit_and_test(cfg, datamodule, model, trainer)

@@ -96,3 +96,14 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def split_set(datamodule: L.LightningDataModule, split: str) -> Dataset:
+    """The dataset of ``split`` ("test" or "val": ``<split>_set``), set up for it if not yet there."""
+    dataset = getattr(datamodule, f"{split}_set", None)
+    if dataset is None:
+        datamodule.setup("test" if split == "test" else "validate")
+        dataset = getattr(datamodule, f"{split}_set", None)
+    if dataset is None:
+        raise ValueError(f"{type(datamodule).__name__} has no {split}_set after setup()")
+    return dataset

@@ -1,4 +1,5 @@
-"""Rebuild a trained classifier from a ddsx-train checkpoint alone (for ddsx-certify and reports)."""
+"""ddsx-train checkpoints: finding them (a file, a list, a sweep folder) and rebuilding the trained
+classifier from one alone (for ddsx-certify, ddsx-analyze and reports)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from ddsx.errors import ModelFileError
@@ -75,3 +77,33 @@ def load_classifier(
     }
     classifier.load_state_dict(state)
     return classifier.eval(), config
+
+
+def checkpoint_paths(ckpt_path: Any) -> list[Path]:
+    """``ckpt_path``: one file, a list of files, or a sweep folder (every ``last.ckpt`` below it)."""
+    if ckpt_path is None:
+        return []
+    values = (
+        list(ckpt_path)
+        if isinstance(ckpt_path, (list, tuple)) or OmegaConf.is_list(ckpt_path)
+        else [ckpt_path]
+    )
+    paths: list[Path] = []
+    for value in values:
+        path = Path(str(value))
+        if path.is_dir():
+            found = sorted(path.rglob("last.ckpt"))
+            if not found:
+                raise FileNotFoundError(f"no last.ckpt below the folder {path} (ckpt_path)")
+            paths.extend(found)
+        elif not path.is_file():
+            raise FileNotFoundError(f"no checkpoint file {path} (ckpt_path)")
+        else:
+            paths.append(path)
+    return paths
+
+
+def checkpoint_name(path: Path) -> str:
+    """A short name for a checkpoint: its run folder (``<run>/checkpoints/last.ckpt`` -> ``<run>``)."""
+    parent = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return parent.name if path.stem in ("last", "best") or path.stem.startswith("epoch") else path.stem
