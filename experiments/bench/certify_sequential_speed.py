@@ -3,7 +3,10 @@
 Rows: 12 classifiers behind the mnist5k DDPM denoiser, and 12 LeNets without one; each certified
 multi-classifier (one run, every noisy batch classified by all 12) with fixed n = 10,000, and with
 SEQ-CERT at budget 10,000 and 100,000. Per row: wall time, noisy copies drawn (forward-batch images)
-and host reads (device -> host count reads) per batch. "before" runs this same file in a subprocess
+and host reads (device -> host count reads) per batch. CPU s is the process's CPU time over the
+same span: on a machine shared with other jobs wall time mostly measures the others' load, CPU time
+the work this process did (on a GPU, wall time is the figure that counts). Each worker first runs
+one untimed warm-up certification, so that no row pays for the first calls into torch. "before" runs this same file in a subprocess
 with PYTHONPATH pointing at an extracted copy of 313a9f7 (``git archive 313a9f7 | tar -x -C DIR``).
 
 The LeNets are untrained (random weights, seeds 0-11): the timing measures the engine, not the
@@ -50,7 +53,9 @@ class Counting(torch.nn.Module):
         return self.inner.describe() if hasattr(self.inner, "describe") else {"name": "none"}
 
 
-def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: int) -> list[dict]:
+def measure(
+    denoiser_path: str | None, digits: int, sigma: float, batch_size: int, configs=CONFIGS
+) -> list[dict]:
     """Certify ``digits`` test digits in every configuration with the code on sys.path; one dict each."""
     from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results
     from ddsx.data.mnist5k import MNIST5kDataModule
@@ -81,7 +86,7 @@ def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: in
         return original_cpu(self, *args, **kwargs)
 
     out = []
-    for mode, n in CONFIGS:
+    for mode, n in configs:
         with tempfile.TemporaryDirectory() as folder:
             values = {"sigma": sigma, "n0": 100, "n": n, "alpha": 0.001, "batch_size": batch_size}
             values |= {"progress": False, "mode": mode, "output": str(Path(folder) / "c.tsv")}
@@ -99,18 +104,19 @@ def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: in
             )
             reads["n"] = 0
             torch.Tensor.__int__, torch.Tensor.cpu = counted_int, counted_cpu
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 paths = engine.run(dataset)
             finally:
                 torch.Tensor.__int__, torch.Tensor.cpu = original_int, original_cpu
-            wall = time.perf_counter() - start
+            wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             assert all(read_results(p) for p in paths)  # every classifier's rows are there
             out.append(
                 {
                     "mode": mode,
                     "n": n,
                     "wall_s": wall,
+                    "cpu_s": cpu,
                     "copies": counting.images,  # noisy copies drawn (each denoised once, all classifiers)
                     "batches": counting.batches,
                     "reads": reads["n"],
@@ -129,11 +135,13 @@ def main() -> None:
     parser.add_argument("--digits-lenet", type=int, default=10)
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--setups", default="lenet,denoiser", help="which rows: lenet, denoiser or both")
     parser.add_argument("--worker", choices=["denoiser", "lenet"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one measurement with whatever ddsx is on the path; JSON on stdout
         path = args.denoiser if args.worker == "denoiser" else None
         digits = args.digits_denoiser if args.worker == "denoiser" else args.digits_lenet
+        measure(path, 1, args.sigma, args.batch_size, configs=(("fixed", 200),))  # warm-up, untimed
         print(json.dumps(measure(path, digits, args.sigma, args.batch_size)))
         return
     here = Path(__file__).resolve().parents[2]
@@ -142,9 +150,10 @@ def main() -> None:
         f"sigma={args.sigma} batch_size={args.batch_size} alpha=0.001 n0=100, select=n0, 12 untrained classifiers"
     )
     print(
-        f"{'setup':<22} {'code':<7} {'mode':<11} {'n':>7} {'wall s':>8} {'copies':>10} {'batches':>8} {'reads/batch':>11}"
+        f"{'setup':<22} {'code':<7} {'mode':<11} {'n':>7} {'wall s':>8} {'CPU s':>8} {'copies':>10} {'batches':>8} {'reads/batch':>11}"
     )
-    for worker, label in (("lenet", "12 LeNets"), ("denoiser", "mnist5k DDPM + 12 LeNets")):
+    setups = (("lenet", "12 LeNets"), ("denoiser", "mnist5k DDPM + 12 LeNets"))
+    for worker, label in [s for s in setups if s[0] in args.setups.split(",")]:
         for version, root in versions.items():
             env = os.environ | {"PYTHONPATH": root}
             command = [sys.executable, __file__, "--worker", worker, "--denoiser", args.denoiser]
@@ -163,7 +172,7 @@ def main() -> None:
             for r in json.loads(result.stdout.strip().splitlines()[-1]):
                 per_batch = r["reads"] / max(1, r["batches"])
                 print(
-                    f"{label + f' ({digits} digits)':<22} {version:<7} {r['mode']:<11} {r['n']:>7} {r['wall_s']:>8.2f} "
+                    f"{label + f' ({digits} digits)':<22} {version:<7} {r['mode']:<11} {r['n']:>7} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
                     f"{r['copies']:>10} {r['batches']:>8} {per_batch:>11.2f}",
                     flush=True,
                 )
