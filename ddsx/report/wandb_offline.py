@@ -37,6 +37,12 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 # crafted file (a 1.5 GB sparse file, a record of endless MIDDLE chunks) is refused, not read.
 MAX_FILE_BYTES = 512 * 1024 * 1024
 MAX_RECORD_BYTES = 16 * 1024 * 1024
+# Parsed JSON takes up to ~25 times its text ("[[],[],...]"), and every held key costs a dict entry: the
+# values a run keeps (last per key, config and summary) are charged their key and JSON text plus
+# ENTRY_COST each, and a file that would make the reader hold more than MAX_HELD_BYTES is refused
+# before the value is parsed. A ddsx run holds a few hundred short values (tens of KB).
+MAX_HELD_BYTES = 8 * 1024 * 1024
+ENTRY_COST = 100
 
 
 class WandbFileError(DDSXError, ValueError):
@@ -138,6 +144,7 @@ def read_run(folder: Path) -> WandbRun:
     if not files:
         raise WandbFileError(f"{folder} holds no run-*.wandb file")
     run = WandbRun(path=Path(folder))
+    held = _HeldValues(files[0])
     for data in records(files[0]):
         record = pb.Record()
         try:
@@ -145,7 +152,9 @@ def read_run(folder: Path) -> WandbRun:
         except Exception as error:  # protobuf's DecodeError (its own nesting limit included)
             raise WandbFileError(f"{files[0]}: unreadable record ({error})") from None
         try:
-            _read_record(run, record)
+            _read_record(run, record, held)
+        except WandbFileError:
+            raise
         except (RecursionError, ValueError) as error:  # a value_json nested too deep, a bad number
             raise WandbFileError(
                 f"{files[0]}: unreadable value in a record ({type(error).__name__})"
@@ -155,20 +164,20 @@ def read_run(folder: Path) -> WandbRun:
     return run
 
 
-def _read_record(run: WandbRun, record) -> None:
+def _read_record(run: WandbRun, record, held: _HeldValues) -> None:
     """Take what a report needs from one record into ``run``."""
     kind = record.WhichOneof("record_type")
     if kind == "run":
         run.run_id, run.name = record.run.run_id, record.run.display_name
         run.group, run.job_type = record.run.run_group, record.run.job_type
         run.tags = list(record.run.tags)
-        _update(run.config, record.run.config.update)
+        held.update(run.config, "config", record.run.config.update)
     elif kind == "config":
-        _update(run.config, record.config.update)
+        held.update(run.config, "config", record.config.update)
     elif kind == "history":
-        _update(run.summary, record.history.item)
+        held.update(run.summary, "summary", record.history.item)
     elif kind == "summary":
-        _update(run.summary, record.summary.update)
+        held.update(run.summary, "summary", record.summary.update)
     elif kind == "exit":
         run.exit_code = record.exit.exit_code
 
@@ -185,12 +194,33 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _update(target: dict[str, Any], items) -> None:
-    for item in items:
-        key = item.key or ".".join(item.nested_key)
-        if key.startswith("_"):  # W&B's own bookkeeping (_step, _runtime, _wandb)
-            continue
-        try:
-            target[key] = json.loads(item.value_json)
-        except json.JSONDecodeError:
-            target[key] = item.value_json
+class _HeldValues:
+    """The last value of each key, parsed from its JSON, with what the run holds bounded by MAX_HELD_BYTES."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.total = 0
+        self.charged: dict[tuple[str, str], int] = {}  # (config or summary, key): its charge
+
+    def update(self, target: dict[str, Any], part: str, items) -> None:
+        for item in items:
+            key = item.key or ".".join(item.nested_key)
+            if key.startswith("_"):  # W&B's own bookkeeping (_step, _runtime, _wandb)
+                continue
+            charge = len(key) + len(item.value_json) + ENTRY_COST
+            total = self.total - self.charged.get((part, key), 0) + charge
+            if total > MAX_HELD_BYTES:  # refused before json.loads builds the value
+                raise WandbFileError(
+                    f"{self.path}: its logged values exceed {MAX_HELD_BYTES:,} bytes (at key {key[:80]!r})"
+                )
+            self.total, self.charged[(part, key)] = total, charge
+            try:
+                target[key] = json.loads(item.value_json, parse_int=_int_a_float_can_hold)
+            except json.JSONDecodeError:
+                target[key] = item.value_json
+
+
+def _int_a_float_can_hold(digits: str) -> int | float:
+    """A JSON integer; past float's range (over 308 digits) the float it rounds to (inf): the report
+    formats numbers as floats, and ``f"{10**400:.3f}"`` raises OverflowError."""
+    return int(digits) if len(digits.lstrip("-")) <= 308 else float(digits)
