@@ -108,9 +108,23 @@ def test_each_process_gets_its_own_generator_state_back() -> None:
         states.append(collect_rng_state())
         draws.append(torch.randn(3))
     module = GaussianModule(lenet(num_classes=10, in_channels=1), num_classes=10, sigma=0.5, optimizer=None)
-    module._trainer = SimpleNamespace(
+    module.trainer = SimpleNamespace(
         world_size=2, global_rank=1, state=SimpleNamespace(fn="fit"), loggers=[]
     )
     torch.manual_seed(0)
     module.on_load_checkpoint({"state_dict": {}, "ddsx_config": {}, "ddsx_rng_states": states})
     torch.testing.assert_close(torch.randn(3), draws[1])
+
+
+def test_a_module_outside_a_trainer_saves_and_loads_its_checkpoint_state() -> None:
+    # Lightning's public `trainer` property raises for a module with no trainer; the module must
+    # treat that as one process rather than fail (it reads no private attribute for it).
+    from ddsx.methods.gaussian import GaussianModule
+    from ddsx.models.classifiers import lenet
+
+    module = GaussianModule(lenet(num_classes=10, in_channels=1), num_classes=10, sigma=0.5, optimizer=None)
+    assert module.attached_trainer() is None
+    checkpoint = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(checkpoint)
+    assert len(checkpoint["ddsx_rng_states"]) == 1
+    module.on_load_checkpoint(checkpoint)

@@ -154,6 +154,14 @@ class ClassifierModule(L.LightningModule):
             "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
         }
 
+    def attached_trainer(self) -> Any:
+        """The trainer, or None for a module used outside one (Lightning's public ``trainer`` property
+        raises then; reading its private ``_trainer`` instead would break silently on an upgrade)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The frozen denoiser can be hundreds of MB and is reloaded from its own folder: keep it out.
         state = checkpoint["state_dict"]
@@ -161,21 +169,22 @@ class ClassifierModule(L.LightningModule):
             del state[key]
         checkpoint["ddsx_config"] = self.run_config
         # Every process's generator state (indexed by rank), so a resume continues the noise stream.
-        world_size = self._trainer.world_size if self._trainer is not None else 1
+        trainer = self.attached_trainer()
+        world_size = trainer.world_size if trainer is not None else 1
         checkpoint["ddsx_rng_states"] = gather_rng_states(world_size)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get("ddsx_config") or {}
         # A checkpoint whose stored models would be refused by ddsx-certify / init_classifier= is hostile
         # (or not ddsx's): refuse to resume from it rather than carry its config forward.
-        source = getattr(self._trainer, "ckpt_path", None) or "the checkpoint being loaded"
+        trainer = self.attached_trainer()
+        source = getattr(trainer, "ckpt_path", None) or "the checkpoint being loaded"
         check_stored_models(stored, str(source))
         checkpoint["state_dict"].update({f"denoiser.{k}": v for k, v in self.denoiser.state_dict().items()})
         # The run's own config wins: a resumed or fine-tuned run saves the settings it runs with. Only a
         # module built outside ddsx-train (no config of its own) adopts the stored one.
         if not self.run_config:
             self.run_config = stored
-        trainer = self._trainer
         if trainer is None or trainer.state.fn != "fit":
             return
         states = checkpoint.get("ddsx_rng_states") or []
