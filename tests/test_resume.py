@@ -108,9 +108,7 @@ def test_each_process_gets_its_own_generator_state_back() -> None:
         states.append(collect_rng_state())
         draws.append(torch.randn(3))
     module = GaussianModule(lenet(num_classes=10, in_channels=1), num_classes=10, sigma=0.5, optimizer=None)
-    module.trainer = SimpleNamespace(
-        world_size=2, global_rank=1, state=SimpleNamespace(fn="fit"), loggers=[]
-    )
+    module.trainer = SimpleNamespace(world_size=2, global_rank=1, state=SimpleNamespace(fn="fit"), loggers=[])
     torch.manual_seed(0)
     module.on_load_checkpoint({"state_dict": {}, "ddsx_config": {}, "ddsx_rng_states": states})
     torch.testing.assert_close(torch.randn(3), draws[1])
