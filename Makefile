@@ -61,9 +61,9 @@ sweep: denoiser
 test: install
 	$(BIN)/python -m pytest -q
 
-# While editing: the fast tests only (no e2e, no slow).
+# While editing: the fast tests only (no e2e, no slow), spread over the CPU cores (pytest-xdist).
 test-fast: install
-	$(BIN)/python -m pytest -q -m 'not slow and not e2e'
+	$(BIN)/python -m pytest -q -n auto -m 'not slow and not e2e'
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
