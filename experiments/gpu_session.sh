@@ -106,7 +106,7 @@ if ls .devrun/v2_state.tgz.part-* > /dev/null 2>&1; then cat .devrun/v2_state.tg
 export TRAIN_EXTRA="trainer.accelerator=gpu" CERTIFY_EXTRA="trainer.accelerator=gpu certify.batch_size=10000"
 # setsid: the trainings and certifications the script starts in the background are one process
 # group, stopped together at the deadline so that the state packed below is not being written.
-PROTOCOL=v2 V2_PHASE=${V2_PHASE:-primary} JOBS=${JOBS:-20} STEPS="denoiser train certify" \
+OUT=outputs/mnist5k_v2 PROTOCOL=v2 V2_PHASE=${V2_PHASE:-primary} JOBS=${JOBS:-20} STEPS="denoiser train certify" \
     setsid bash experiments/mnist5k_reproduce.sh > "$OUT/v2.log" 2>&1 &
 group=$!
 while kill -0 $group 2> /dev/null && [ $(( $(date +%s) - start )) -lt $(( DEADLINE - 30 )) ]; do sleep 5; done
@@ -116,7 +116,7 @@ if kill -0 $group 2> /dev/null; then
 else
     wait $group; echo "exit $? after $(( $(date +%s) - start )) s" >> "$OUT/v2.log"
 fi
-tail -n 20 outputs/mnist5k_v2/reproduce.log
+tail -n 20 outputs/mnist5k_v2/reproduce.log 2> /dev/null
 # In 15 MB parts (a file that comes back from the device holds at most 16 MiB): with last.ckpt only,
 # the 40 primary runs are about 31 MB.
 tar czf - --exclude=wandb --exclude='epoch*.ckpt' outputs/mnist5k_v2 | split -b 15M - "$OUT/v2_state.tgz.part-"
