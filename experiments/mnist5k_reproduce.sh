@@ -30,7 +30,8 @@
 # interrupted training resumes from its run folder's last.ckpt (ddsx-train does that by itself), an
 # interrupted certification from its result files (ddsx-certify does), the denoiser from its last.ckpt.
 # JOBS=k runs k trainings at a time (each one's output then goes to its run folder's stdout.log): on a
-# GPU the small LeNet steps leave the card mostly idle, so parallel runs share it well. STEPS picks the
+# GPU the small LeNet steps leave the card mostly idle, so parallel runs share it well; JOBS > 1 also
+# certifies the sigmas side by side (each sigma's log: certify/sigma<s>/stdout.log). STEPS picks the
 # steps (default: all of "denoiser train certify report analyze"), e.g. STEPS=report to redo the tables.
 # A tiny smoke scale (minutes):
 #   TRUST_DENOISER=1 SIGMAS=0.5 SEEDS=0 EPOCHS=1 DIGITS=4 SKIP=250 N=200 ANALYZE_DIGITS=8 ANALYZE_SIGMAS=2 \
@@ -234,15 +235,32 @@ ckpts() {  # ckpts <sigma> <names...>: the Hydra list of their last.ckpt over SE
 }
 CERTIFY="certify.mode=sequential certify.n=$N certify.alpha=0.001 certify.skip=$SKIP certify.max=$DIGITS
     certify.seed=0 certify.radii=$RADII_LIST"
-for S in $SIGMAS; do
-    step certify || continue
+certify_sigma() {  # certify_sigma <sigma>: its CERTIFY_RUNS one after the other
+    local S=$1 spec run denoiser arms
     for spec in "${CERTIFY_RUNS[@]}"; do
         IFS='|' read -r run denoiser arms <<< "$spec"
         # shellcheck disable=SC2086
         done_or_run "$OUT/certify/sigma$S/$run" ddsx-certify dataset=mnist5k $denoiser \
             "ckpt_path=$(ckpts "$S" $arms)" $CERTIFY $CERTIFY_EXTRA hydra.run.dir="$OUT/certify/sigma$S/$run"
     done
+}
+# With JOBS > 1 the sigmas are certified side by side (on a GPU one sigma's run leaves the card half
+# idle). Rows do not depend on it: each digit's noise comes from its own seeded generator.
+certify_dirs=()
+for S in $SIGMAS; do
+    step certify || continue
+    if [ "$JOBS" -le 1 ]; then certify_sigma "$S"; continue; fi
+    for spec in "${CERTIFY_RUNS[@]}"; do certify_dirs+=("$OUT/certify/sigma$S/${spec%%|*}"); done
+    mkdir -p "$OUT/certify/sigma$S"
+    certify_sigma "$S" > "$OUT/certify/sigma$S/stdout.log" 2>&1 &
 done
+wait
+unfinished=()
+for dir in "${certify_dirs[@]}"; do [ -f "$dir/.done" ] || unfinished+=("$dir"); done
+if [ ${#unfinished[@]} -gt 0 ]; then
+    log "unfinished certifications (see stdout.log of their sigma): ${unfinished[*]}"
+    exit 1
+fi
 
 # 4. Tables (every result file) and paired comparisons on the same digits and noise, per sigma and seed.
 # The result files (rows and their settings) are copied beside the tables, which are made from the

@@ -52,6 +52,8 @@ MISSING = "NA"
 FORMAT = "ddsx-certify/3"
 # The rank in a shard's name, as shard_path writes it (no sign, no leading zeros).
 _SHARD_RANK = re.compile(r"0|[1-9][0-9]*")
+# Stray shard-like files already warned about in this process (one warning per file, not per listing).
+_STRAYS_REPORTED: set[Path] = set()
 
 
 class ResultFileError(ValueError):
@@ -480,9 +482,13 @@ class ResultFile:
                 continue
             rank = _SHARD_RANK.fullmatch(name[len(prefix) : -len(".part")])
             if rank is None:
-                log.warning(
-                    "ignoring %s: not a shard ddsx writes (those end in .rank<number>.part)", candidate
-                )
+                # A run lists its shards at validation and again at the merge: say it once.
+                if candidate not in _STRAYS_REPORTED:
+                    _STRAYS_REPORTED.add(candidate)
+                    log.warning(
+                        "ignoring %s: not a shard ddsx writes (those end in .rank<number>.part)",
+                        candidate,
+                    )
             else:
                 shards[int(rank.group())] = candidate
         return [shards[rank] for rank in sorted(shards)]
