@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
-from ddsx.report.method_compare import Comparison, compare_methods, comparison_notes, comparison_table
+from ddsx.report.method_compare import Comparison, compare_methods, comparison_notes, comparison_tables
 from ddsx.report.paired import paired_markdown, paired_report
 from ddsx.report.plots import write_plots
 from ddsx.report.run_level import ALTERNATIVES
@@ -205,10 +205,13 @@ def _seed_sections(
         )
         latex += to_latex(table, caption=f"Spread over training seeds. {note}") + "\n"
     if comparisons:
-        table, family = comparison_table(comparisons)
+        tables, family = comparison_tables(comparisons)
         notes = comparison_notes(comparisons, family)
-        markdown += f"## Methods compared over training seeds\n\n{to_markdown(table)}\n{notes}\n\n"
-        latex += to_latex(table, caption=f"Methods compared over training seeds. {notes}") + "\n"
+        markdown += "## Methods compared over training seeds\n\n"
+        for title, table in tables:
+            markdown += f"{title}:\n\n{to_markdown(table)}\n"
+            latex += to_latex(table, caption=f"Methods compared over training seeds, {title}. {notes}") + "\n"
+        markdown += f"{notes}\n\n"
     return markdown, latex
 
 
