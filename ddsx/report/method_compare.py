@@ -28,8 +28,18 @@ from ddsx.report.runs import Run
 from ddsx.report.tables import Table
 
 # What two runs must share to be certified on the same digits with the same noise (method, classifier
-# and denoiser are what is compared).
-PAIR_FIELDS = ("dataset", "split", "n0", "n", "alpha", "mode", "examples_planned", "certify_seed")
+# and denoiser are what is compared); the noise of a digit is seeded per device type.
+PAIR_FIELDS = (
+    "dataset",
+    "split",
+    "n0",
+    "n",
+    "alpha",
+    "mode",
+    "examples_planned",
+    "certify_seed",
+    "device_type",
+)
 
 # A digit's score: 1.0 / 0.0 for "certified correctly at radius >= r", or its certified radius (ACR).
 Score = Callable[[ResultRow], float]
