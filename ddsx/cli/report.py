@@ -100,8 +100,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs=2,
         metavar=("A", "B"),
         default=None,
-        help="two runs on the same examples: McNemar's exact test per radius and a paired bootstrap "
-        "interval for ACR(A) - ACR(B)",
+        help="two runs on the same examples: McNemar's exact test per radius (raw and Holm-corrected over "
+        "the radii with a discordant example) and a paired bootstrap interval for ACR(A) - ACR(B)",
     )
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of --paired")
     parser.add_argument(
@@ -118,8 +118,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=("A", "B"),
         default=[],
         help="two methods (the sidecar's method name) over the training seeds both were trained with: the "
-        "per-seed paired difference of certified accuracy pooled by DerSimonian-Laird with Hartung-Knapp, "
-        "and Welch's test of the per-run accuracies; Holm over every test printed (repeatable)",
+        "per-seed paired difference of certified accuracy at each radius, then of ACR, pooled by "
+        "DerSimonian-Laird with Hartung-Knapp, and Welch's test of the per-run values; Holm over every "
+        "test printed (repeatable)",
     )
     parser.add_argument(
         "--average-sigmas",
