@@ -285,6 +285,26 @@ def test_a_seed_missing_at_one_sigma_is_refused(tmp_path: Path) -> None:
         primary_endpoint(load_runs([root])[0])
 
 
+def test_a_seed_whose_files_do_not_pair_is_refused_not_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "certify"
+    write_primary(root, range(3), 20)
+    # Seed 2 certified on another device at both sigmas: it pairs with itself, not with seeds 0 and 1.
+    for (arm, sigma), radii in outcomes(2, 20).items():
+        write_file(root / f"sigma{sigma}" / "primary", arm, 2, sigma, radii, device="cuda")
+    with pytest.raises(ProtocolError, match=r"2 sets that do not pair with each other \(seeds 0,1 \| 2\)"):
+        primary_endpoint(load_runs([root])[0])
+
+
+def test_a_seed_paired_at_one_sigma_only_is_refused_not_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "certify"
+    write_primary(root, range(3), 20)
+    # Seed 2 at sigma 1.0 only on another device: the sigma average can pair seeds 0 and 1 alone.
+    for arm in ("dds_adv", "dds_finetune"):
+        write_file(root / "sigma1.0" / "primary", arm, 2, 1.0, outcomes(2, 20)[(arm, 1.0)], device="cuda")
+    with pytest.raises(ProtocolError, match="files of seeds 2 do not pair with the others"):
+        primary_endpoint(load_runs([root])[0])
+
+
 def test_runs_on_different_devices_do_not_pair(tmp_path: Path) -> None:
     # The noise stream of a digit is the same on one device only: a CPU and a GPU file are not paired.
     radii = outcomes(0, 20)

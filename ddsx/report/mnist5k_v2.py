@@ -134,13 +134,26 @@ def primary_endpoint(runs: Sequence[Run]) -> Primary:
         )
         if c.measure == ACCURACY and c.sigmas == PRIMARY_SIGMAS
     ]
-    if len(found) != 1:
+    if len(found) > 1:
+        groups = " | ".join(",".join(map(str, c.seeds)) for c in found)
+        raise ProtocolError(
+            f"the primary files fall into {len(found)} sets that do not pair with each other (seeds {groups}): "
+            "their settings or device differ"
+        )
+    if not found:
         raise ProtocolError(
             "the primary files of sigma 0.5 and 1.0 do not pair on the same digits and settings (dataset, "
             "split, n, alpha, mode, digits, certification seed and device must agree), or r = 1.0 is beyond "
             "what they can certify"
         )
     [comparison] = found
+    every_seed = tuple(sorted({run.train_seed for run in chosen}))
+    if comparison.seeds != every_seed:
+        left_out = sorted(set(every_seed) - set(comparison.seeds))
+        raise ProtocolError(
+            f"the primary files of seeds {','.join(map(str, left_out))} do not pair with the others (their "
+            "settings or device differ); the endpoint would leave them out"
+        )
     if comparison.pooled is None:
         raise ProtocolError(f"the primary endpoint cannot be pooled: {comparison.note}")
     digits = {len(run.rows) for run in chosen}
