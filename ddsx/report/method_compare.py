@@ -70,7 +70,7 @@ class Comparison:
     welch: Welch | None
     note: str = ""
     measure: str = ACCURACY  # ACCURACY at ``radius``, or ACR (accuracies then read as mean ACRs)
-    acr_kind: str = ""  # for ACR: "grid" (sequential members), "exact" (fixed n), or "grid and exact"
+    acr_kind: str = ""  # for ACR: "grid" (sequential members), "exact" (fixed n), or "exact and grid"
 
     @property
     def label(self) -> str:
