@@ -10,6 +10,8 @@
 #   4. the result files copied to RESULTS/certify, and from them ddsx-report tables (with the spread over
 #      seeds), paired comparisons per sigma and seed (McNemar per radius, bootstrap ACR interval) and their
 #      one-line summary with a test over seeds, the copies saved, and each training run's last metrics;
+#      with PROTOCOL=v2 first the pre-registered analysis, RESULTS/endpoint.md (STEPS=report redoes only
+#      this step from the result files already in OUT/certify);
 #   5. ddsx-analyze on standard, dds_finetune and dds_adv (seed ANALYZE_SEED) of each sigma.
 #
 #   bash experiments/mnist5k_reproduce.sh          (from the repository root, after `make install`)
@@ -279,6 +281,13 @@ if step report; then
     ddsx-report "$CERTIFIED" --radii $RADII --out "$RESULTS/report" \
         --title "mnist5k, $DIGITS test digits, sequential budget $N, alpha 0.001" > "$OUT/report.log"
     log "tables: $RESULTS/report/report.md"
+    if [ "$PROTOCOL" = v2 ]; then
+        # The pre-registered analysis (PROTOCOL.md) from the copied files: the primary endpoint as
+        # defined there, then the secondary analyses under one Holm family (ddsx/report/mnist5k_v2.py).
+        # shellcheck disable=SC2086
+        python -m ddsx.report.mnist5k_v2 "$CERTIFIED" --radii $RADII --out "$RESULTS/endpoint.md" > "$OUT/endpoint.log"
+        log "pre-registered analysis: $RESULTS/endpoint.md"
+    fi
     for S in $SIGMAS; do
         for seed in $SEEDS; do
             for pair in $PAIRS; do

@@ -14,9 +14,12 @@ from ddsx.certification.result_file import sidecar_path
 from ddsx.cli.report import build_report, main
 from ddsx.report import load_runs
 from ddsx.report.method_compare import (
+    ACCURACY,
+    ACR,
     AmbiguousRunsError,
+    acr_score,
     compare_methods,
-    comparison_table,
+    comparison_tables,
     holm_family,
     seed_difference,
 )
@@ -100,7 +103,7 @@ def test_seed_difference_averages_the_sigmas_per_digit(tmp_path: Path) -> None:
 def test_comparison_pools_the_seeds_by_dl_with_hartung_knapp_and_adds_welch(tmp_path: Path) -> None:
     _experiment(tmp_path)
     runs, _ = load_runs([tmp_path])
-    [at_zero, at_one] = compare_methods(runs, "dds_adv", "dds_finetune", [0.0, 1.0])
+    [at_zero, at_one, _acr] = compare_methods(runs, "dds_adv", "dds_finetune", [0.0, 1.0])
     assert at_one.seeds == (0, 1, 2) and at_one.sigmas == (0.5,)
     # By hand from the discordant counts (A only, B only) of each seed, m = 10.
     counts = [(3, 1), (1, 1), (4, 0)]
@@ -117,7 +120,7 @@ def test_comparison_pools_the_seeds_by_dl_with_hartung_knapp_and_adds_welch(tmp_
     # Every correct digit sits at radius 1.0, so r = 0 counts the same digits as r = 1.
     assert at_zero.differences == at_one.differences
     # One-sided, H1: A > B: half the two-sided p of a positive estimate.
-    [_, greater] = compare_methods(runs, "dds_adv", "dds_finetune", [0.0, 1.0], alternative="greater")
+    [_, greater, _] = compare_methods(runs, "dds_adv", "dds_finetune", [0.0, 1.0], alternative="greater")
     assert greater.pooled.p_value == pytest.approx(at_one.pooled.p_value / 2)
 
 
@@ -125,15 +128,59 @@ def test_holm_runs_over_every_test_the_tables_print(tmp_path: Path) -> None:
     _experiment(tmp_path)
     runs, _ = load_runs([tmp_path])
     comparisons = compare_methods(runs, "dds_adv", "dds_finetune", [0.0, 0.5, 1.0])
+    assert [c.measure for c in comparisons] == [ACCURACY] * 3 + [ACR]
     pooled, second, family = holm_family(comparisons)
-    assert family == 6  # 3 radii x (pooled + Welch)
+    assert family == 8  # (3 radii + ACR) x (pooled + Welch)
     raw = [c.pooled.p_value for c in comparisons] + [c.welch.p_value for c in comparisons]
     assert pooled + second == pytest.approx(holm(raw))
-    (header, rows), size = comparison_table(comparisons)
-    assert size == 6 and len(rows) == 3
+    tables, size = comparison_tables(comparisons)
+    assert [title for title, _ in tables] == ["Certified accuracy", "ACR"]
+    [(_, (header, rows)), (_, (acr_header, acr_rows))] = tables
+    assert size == 8 and len(rows) == 3 and len(acr_rows) == 1
     assert rows[0][header.index("Holm p (HK)")] == f"{holm(raw)[0]:.3g}"
+    assert acr_rows[0][acr_header.index("Holm p (Welch)")] == f"{holm(raw)[7]:.3g}"
     markdown, _ = build_report(runs, [0.0, 0.5, 1.0], comparisons=comparisons)
-    assert "## Methods compared over training seeds" in markdown and "over all 6 tests" in markdown
+    assert "## Methods compared over training seeds" in markdown and "over all 8 tests" in markdown
+    # The ACR table comes after the certified accuracies.
+    assert markdown.index("Certified accuracy:") < markdown.index("ACR:")
+
+
+def test_acr_is_pooled_from_the_per_digit_radius_differences(tmp_path: Path) -> None:
+    # Fixed-n files: exact ACR. Digits certified at radius 1.0, 0.5 or 0.25 in turn, so the per-digit
+    # differences of certified radius are not those of certified accuracy at any one radius.
+    radii = [1.0, 0.5, 0.25]
+    for seed, (a, b) in DIGITS.items():
+        for method, certified in (("dds_adv", a), ("dds_finetune", b)):
+            outcomes = [(1, radii[i % 3]) if c else (0, 0.0) for i, c in enumerate(certified)]
+            _seeded(write_run(tmp_path / f"{method}_{seed}", method, 0.5, outcomes), seed)
+    runs, _ = load_runs([tmp_path])
+    [acr] = [c for c in compare_methods(runs, "dds_adv", "dds_finetune", [1.0]) if c.measure == ACR]
+    assert acr.radius is None and acr.acr_kind == "exact" and acr.label == "ACR (exact)"
+    d, v = [], []
+    for seed in DIGITS:
+        a, b = (np.array(x) * np.array([radii[i % 3] for i in range(10)]) for x in DIGITS[seed])
+        d.append((a - b).mean())
+        v.append((a - b).var(ddof=1) / 10)
+    assert acr.differences == pytest.approx(d) and acr.variances == pytest.approx(v)
+    expected = random_effects(d, v)
+    assert acr.pooled.estimate == pytest.approx(expected.estimate)
+    assert acr.pooled.p_value == pytest.approx(expected.p_value)
+    acr_a = [np.mean(np.array(DIGITS[k][0]) * [radii[i % 3] for i in range(10)]) for k in DIGITS]
+    acr_b = [np.mean(np.array(DIGITS[k][1]) * [radii[i % 3] for i in range(10)]) for k in DIGITS]
+    assert acr.welch.p_value == pytest.approx(stats.ttest_ind(acr_a, acr_b, equal_var=False).pvalue)
+    # acr_score is the row's certified radius (dds_adv seed 0 certifies its first three digits).
+    first = next(r for r in runs if r.method == "dds_adv" and r.train_seed == 0)
+    assert [acr_score(row) for row in first.rows[:3]] == radii
+
+
+def test_sequential_runs_are_compared_on_grid_acr(tmp_path: Path) -> None:
+    _experiment(tmp_path, 0.25, mode="sequential", radii=[0.0, 0.25, 0.5, 0.75], radius=0.75)
+    runs, _ = load_runs([tmp_path])
+    [acr] = [c for c in compare_methods(runs, "dds_adv", "dds_finetune", [0.5]) if c.measure == ACR]
+    assert acr.acr_kind == "grid"
+    tables, _ = comparison_tables(compare_methods(runs, "dds_adv", "dds_finetune", [0.5]))
+    title, (header, rows) = tables[1]
+    assert title == "ACR" and rows[0][header.index("ACR")] == "grid"
 
 
 def test_a_seed_with_no_discordant_digit_gets_no_pooled_test(tmp_path: Path) -> None:
@@ -142,7 +189,7 @@ def test_a_seed_with_no_discordant_digit_gets_no_pooled_test(tmp_path: Path) -> 
         for method, certified in (("a", same), ("b", same if seed == 0 else [0, 0, 0, 1])):
             _seeded(write_run(tmp_path / f"{method}{seed}", method, 0.5, _outcomes(certified)), seed)
     runs, _ = load_runs([tmp_path])
-    [c] = compare_methods(runs, "a", "b", [1.0])
+    [c, _acr] = compare_methods(runs, "a", "b", [1.0])
     assert c.pooled is None and "seed 0" in c.note and "within variance 0" in c.note
     _, _, family = holm_family([c])
     assert family == (1 if c.welch else 0)
@@ -156,9 +203,9 @@ def test_radii_beyond_the_certifiable_maximum_are_left_out_and_the_grid_top_is_m
     assert not bad
     assert all(math.isclose(run.ceiling_radius, 0.75) for run in runs)
     comparisons = compare_methods(runs, "dds_adv", "dds_finetune", [0.5, 0.75, 1.0])
-    assert [c.radius for c in comparisons] == [0.5, 0.75]
-    assert [c.at_ceiling for c in comparisons] == [False, True]
-    (header, rows), _ = comparison_table(comparisons)
+    assert [c.radius for c in comparisons] == [0.5, 0.75, None]
+    assert [c.at_ceiling for c in comparisons] == [False, True, False]
+    [(_, (header, rows)), _], _ = comparison_tables(comparisons)
     assert [row[header.index("r")] for row in rows] == ["0.5", "0.75 ^"]
 
 

@@ -10,8 +10,10 @@ import pytest
 from ddsx.certification.result_file import HEADER, ResultRow, format_row
 from ddsx.cli import report as report_cli
 from ddsx.report.paired import (
+    McNemarResult,
     UnpairedRunsError,
     acr_difference_interval,
+    holm_over_radii,
     mcnemar_exact,
     mcnemar_per_radius,
     paired_rows,
@@ -108,7 +110,10 @@ def test_report_paired_prints_the_tests(tmp_path: Path, capsys) -> None:
         paths.append(str(path))
     assert report_cli.main(["--paired", *paths, "--radii", "0", "0.25", "--resamples", "200"]) == 0
     out = capsys.readouterr().out
-    assert "| 0.25 | 6 | 100.0 | 0.0 | 6 | 0 | 0.03125 |" in out
+    # r = 0: both certify every example, no discordant one, no test; r = 0.25 is the family of one.
+    assert "| 0 | 6 | 100.0 | 100.0 | 0 | 0 | 1 | - |" in out
+    assert "| 0.25 | 6 | 100.0 | 0.0 | 6 | 0 | 0.03125 | 0.03125 |" in out
+    assert "family of the 1 McNemar test(s)" in out
     assert "ACR(A) - ACR(B) = 0.3000" in out and "[0.3000, 0.3000]" in out
 
 
@@ -121,3 +126,17 @@ def test_bootstrap_width_matches_the_standard_error_of_the_mean() -> None:
     assert interval.difference == 0.5
     assert interval.low == pytest.approx(0.5 - 1.96 * 0.025, abs=0.006)
     assert interval.high == pytest.approx(0.5 + 1.96 * 0.025, abs=0.006)
+
+
+def test_holm_runs_over_the_radii_that_have_a_test() -> None:
+    # Raw p 0.01, 0.04, 0.03 at three radii with discordant examples, none at r = 0.25. By hand over the
+    # family of 3: 3 * 0.01 = 0.03; 2 * 0.03 = 0.06; 1 * 0.04 = 0.04, raised to 0.06 (step-down monotone).
+    tests = [
+        McNemarResult(0.0, 100, 0.9, 0.8, 9, 1, 0.01),
+        McNemarResult(0.25, 100, 0.8, 0.8, 0, 0, 1.0),
+        McNemarResult(0.5, 100, 0.7, 0.6, 8, 2, 0.04),
+        McNemarResult(0.75, 100, 0.6, 0.5, 9, 2, 0.03),
+    ]
+    adjusted, family = holm_over_radii(tests)
+    assert family == 3
+    assert adjusted == [pytest.approx(0.03), None, pytest.approx(0.06), pytest.approx(0.06)]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ddsx.certification.settings import DEFAULT_RADII
 from ddsx.cli.errors import DDSXError, console_script
-from ddsx.report.method_compare import Comparison, compare_methods, comparison_notes, comparison_table
+from ddsx.report.method_compare import Comparison, compare_methods, comparison_notes, comparison_tables
 from ddsx.report.paired import paired_markdown, paired_report
 from ddsx.report.plots import write_plots
 from ddsx.report.run_level import ALTERNATIVES
@@ -100,8 +100,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs=2,
         metavar=("A", "B"),
         default=None,
-        help="two runs on the same examples: McNemar's exact test per radius and a paired bootstrap "
-        "interval for ACR(A) - ACR(B)",
+        help="two runs on the same examples: McNemar's exact test per radius (raw and Holm-corrected over "
+        "the radii with a discordant example) and a paired bootstrap interval for ACR(A) - ACR(B)",
     )
     parser.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples of --paired")
     parser.add_argument(
@@ -118,8 +118,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar=("A", "B"),
         default=[],
         help="two methods (the sidecar's method name) over the training seeds both were trained with: the "
-        "per-seed paired difference of certified accuracy pooled by DerSimonian-Laird with Hartung-Knapp, "
-        "and Welch's test of the per-run accuracies; Holm over every test printed (repeatable)",
+        "per-seed paired difference of certified accuracy at each radius, then of ACR, pooled by "
+        "DerSimonian-Laird with Hartung-Knapp, and Welch's test of the per-run values; Holm over every "
+        "test printed (repeatable)",
     )
     parser.add_argument(
         "--average-sigmas",
@@ -205,10 +206,13 @@ def _seed_sections(
         )
         latex += to_latex(table, caption=f"Spread over training seeds. {note}") + "\n"
     if comparisons:
-        table, family = comparison_table(comparisons)
+        tables, family = comparison_tables(comparisons)
         notes = comparison_notes(comparisons, family)
-        markdown += f"## Methods compared over training seeds\n\n{to_markdown(table)}\n{notes}\n\n"
-        latex += to_latex(table, caption=f"Methods compared over training seeds. {notes}") + "\n"
+        markdown += "## Methods compared over training seeds\n\n"
+        for title, table in tables:
+            markdown += f"{title}:\n\n{to_markdown(table)}\n"
+            latex += to_latex(table, caption=f"Methods compared over training seeds, {title}. {notes}") + "\n"
+        markdown += f"{notes}\n\n"
     return markdown, latex
 
 

@@ -9,6 +9,9 @@ variation.
   probability 1/2, so the two-sided p-value is the exact binomial test of a_only out of a_only + b_only.
 - A paired bootstrap interval for ACR(A) - ACR(B): resample the examples (with replacement, the same
   examples for both runs) and take the percentile interval of the resampled differences.
+- Holm's step-down correction over the McNemar tests of the table (ddsx.report.run_level.holm): the
+  family is every radius with a discordant example; a radius without one has no test (p = 1 by
+  definition) and stays outside, so it cannot dilute the others.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from scipy.stats import binomtest
 from ddsx.certification.metrics import acr_term, certified_at
 from ddsx.certification.result_file import ResultRow
 from ddsx.errors import DDSXError
+from ddsx.report.run_level import holm
 
 
 class UnpairedRunsError(DDSXError):
@@ -146,16 +150,27 @@ def paired_report(
     return mcnemar_per_radius(pairs, radii), acr_difference_interval(pairs, resamples, confidence, seed)
 
 
+def holm_over_radii(tests: Sequence[McNemarResult]) -> tuple[list[float | None], int]:
+    """Holm-adjusted McNemar p-values (None at a radius with no discordant example: no test) and the
+    family size, the number of radii with a test."""
+    tested = [i for i, t in enumerate(tests) if t.a_only + t.b_only > 0]
+    adjusted: list[float | None] = [None] * len(tests)
+    for i, value in zip(tested, holm([tests[i].p_value for i in tested]), strict=True):
+        adjusted[i] = value
+    return adjusted, len(tested)
+
+
 def paired_markdown(tests: Sequence[McNemarResult], interval: BootstrapInterval) -> str:
-    """The table of McNemar tests per radius and the line of the ACR difference."""
+    """The table of McNemar tests per radius (raw and Holm-adjusted) and the line of the ACR difference."""
+    adjusted, family = holm_over_radii(tests)
     lines = [
-        "| radius | examples | acc A (%) | acc B (%) | only A | only B | McNemar exact p |",
-        "|---|---|---|---|---|---|---|",
+        "| radius | examples | acc A (%) | acc B (%) | only A | only B | McNemar exact p | Holm p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {t.radius:g} | {t.examples} | {100 * t.accuracy_a:.1f} | {100 * t.accuracy_b:.1f} | "
-        f"{t.a_only} | {t.b_only} | {t.p_value:.4g} |"
-        for t in tests
+        f"{t.a_only} | {t.b_only} | {t.p_value:.4g} | {'-' if h is None else f'{h:.4g}'} |"
+        for t, h in zip(tests, adjusted, strict=True)
     ]
     lines.append("")
     lines.append(
@@ -165,6 +180,11 @@ def paired_markdown(tests: Sequence[McNemarResult], interval: BootstrapInterval)
     )
     lines.append(
         "only A / only B: examples certified correctly at the radius by one run and not the other; "
-        "McNemar's exact test is the two-sided binomial test of only A out of only A + only B at 1/2."
+        "McNemar's exact test is the two-sided binomial test of only A out of only A + only B at 1/2 "
+        "(uncorrected). "
+        f"Holm p: Holm's step-down correction over the family of the {family} McNemar test(s) of this "
+        "table, the radii with a discordant example (- : none, so no test, outside the family). These "
+        "are the only p-values printed here; the bootstrap interval is not a test and is not corrected. "
+        "Both condition on the two trained networks: across training seeds use --compare-methods."
     )
     return "\n".join(lines) + "\n"

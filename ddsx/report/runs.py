@@ -65,6 +65,9 @@ class Run:
     train_seed: int | None = None  # the seed the classifier was trained with (ddsx-train's run config)
     train_sigma: float | None = None  # the sigma the classifier was trained at (ddsx-train's run config)
     examples_planned: int | None = None
+    # The device the file was certified on (settings.device_type): the noise stream of a digit is the
+    # same on one device only, so runs pair on the same noise only when their devices agree.
+    device_type: str | None = None
 
     @property
     def grid(self) -> bool:
@@ -233,6 +236,8 @@ def _describe(run: Run, identity: dict[str, Any]) -> None:
     run.split = settings.get("split")
     run.n, run.n0, run.alpha = settings.get("n"), settings.get("n0"), settings.get("alpha")
     run.certify_seed = settings.get("seed")
+    device = settings.get("device_type")
+    run.device_type = device if isinstance(device, str) else None
     run.mode = str(settings.get("mode") or identity.get("mode") or info.get("mode") or "fixed")
     run.denoiser = str(identity.get("denoiser", {}).get("name", "none"))
     source = (info.get("denoiser") or {}).get("source")
