@@ -5,6 +5,7 @@
     ddsx-certify ckpt_path=multirun/train/<sweep>               # every last.ckpt below it
     ddsx-certify ckpt_path=... certify.mode=sequential         # stop as soon as decided
     ddsx-certify ckpt_path=... trainer=ddp trainer.accelerator=cpu trainer.devices=2   # 2 processes
+    ddsx-certify mode=cascade cascade.inputs=<per-sigma runs> cascade.p0=0.8   # cascade over sigmas
 
 Wiring only: settings are validated first (nothing is written on a bad value), then Lightning
 Fabric starts one process per device and each certifies its share (ddsx.certification.engine).
@@ -20,6 +21,7 @@ from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
 from ddsx.certification.build import build_certifier, build_denoiser
+from ddsx.certification.cascade import write_cascade
 from ddsx.certification.metrics import format_summary, summarize
 from ddsx.certification.result_file import check_writable, identity_differences, read_results
 from ddsx.certification.row_validation import largest_certifiable_radius
@@ -129,6 +131,22 @@ def merge(cfg: DictConfig) -> list[Path]:
     return paths
 
 
+def cascade(cfg: DictConfig) -> list[Path]:
+    """``mode=cascade``: certify the examples of the per-sigma runs under ``cascade.inputs`` with the
+    cascade (ddsx.certification.cascade) into ``certify.output``, then report."""
+    inputs, p0 = OmegaConf.select(cfg, "cascade.inputs"), OmegaConf.select(cfg, "cascade.p0")
+    if not inputs or p0 is None:
+        raise InvalidSettingError(
+            "mode=cascade needs cascade.inputs=<per-sigma result files or their sweep folder> and "
+            "cascade.p0=<confidence threshold in [0.5, 1)>"
+        )
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    path = write_cascade(inputs, cfg.certify.output, p0)
+    radii = list(cfg.certify.get("radii") or DEFAULT_RADII)
+    log.info("cascade -> %s: %s", path, format_summary(summarize(read_results(path), radii), radii))
+    return [path]
+
+
 @console_script
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="ddsx_certify")
 @expected_errors
@@ -136,12 +154,15 @@ def main(cfg: DictConfig) -> float | None:
     check_finite_settings(cfg)  # before any work
     limit_threads()  # jobs running side by side share the cores
     offline_wandb_by_default()
-    if cfg.get("mode", "certify") == "merge":
+    mode = cfg.get("mode", "certify")
+    if mode == "merge":
         paths = merge(cfg)
-    elif cfg.get("mode", "certify") == "certify":
+    elif mode == "cascade":
+        paths = cascade(cfg)
+    elif mode == "certify":
         paths = certify(cfg)
     else:
-        raise InvalidSettingError(f"mode must be certify or merge, got {cfg.mode!r}")
+        raise InvalidSettingError(f"mode must be certify, merge or cascade, got {cfg.mode!r}")
     rows = read_results(paths[0])
     # Hydra sweepers optimise the returned value: the (first classifier's) average certified radius.
     return summarize(rows, [])["acr"] if rows else None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ddsx.certification import ResultFileError, ResultRow, sidecar_path
+from ddsx.certification.cascade import MODE as CASCADE_MODE
 from ddsx.certification.result_file import BASE_COLUMNS, find_result_files, parsed_rows, split_contents
 from ddsx.certification.row_validation import check_rows, largest_certifiable_radius, rules_for
 from ddsx.report.labels import differing_labels, job_overrides, without_sigma
@@ -109,7 +110,8 @@ class Run:
         """Why this run's numbers must not be used ('' when they can)."""
         if not self.rows:
             return "empty"
-        if len(self.sigmas_in_rows) > 1:
+        # A cascade's rows answer at several sigmas by design (each row's sigma: the level that answered).
+        if len(self.sigmas_in_rows) > 1 and self.mode != CASCADE_MODE:
             return "mixes sigmas " + ",".join(f"{s:g}" for s in self.sigmas_in_rows)
         if (
             self.sigma is not None
