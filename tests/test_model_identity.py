@@ -22,6 +22,7 @@ from torch import nn
 from ddsx.certification import CertifySettings, ClassifierSpec, SettingsMismatchError, build_certifier
 from ddsx.certification.build import build_denoiser
 from ddsx.certification.result_file import read_results, sidecar_path
+from ddsx.denoisers.consistency import ConsistencyDenoiser
 from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.models.classifiers import AdaptedClassifier, InputAdapter, cifar_resnet, lenet, timm_classifier
 from ddsx.models.classifiers.lenet import LeNetNetwork
@@ -141,6 +142,49 @@ def test_uncompared_denoiser_arguments_resume(tmp_path: Path) -> None:
     assert settings["info"]["uncompared"]["denoiser"]["arguments"] == {"sigma": 0.25, "checkpointing": True}
 
 
+def consistency(**changed) -> ConsistencyDenoiser:
+    arguments = {"unet": unet(), "alphas_cumprod": ABAR, "sigma": 0.25, "t_min": 0, "t_max": 600} | changed
+    return ConsistencyDenoiser(**arguments)
+
+
+# The same for the consistency denoiser (issue 20): every argument of its own constructor.
+CONSISTENCY_CHANGES = {
+    "unet": ({"unet": unet(norm_eps=1e-3)}, "denoiser.parts.unet.arguments.norm_eps"),
+    "alphas_cumprod": (
+        {"alphas_cumprod": DDPMScheduler(beta_schedule="squaredcos_cap_v2").alphas_cumprod},
+        "denoiser.arguments.alphas_cumprod.fingerprint",
+    ),
+    "t_min": ({"t_min": 1}, "denoiser.arguments.t_min"),
+    "t_max": ({"t_max": 700}, "denoiser.arguments.t_max"),
+    "resolution": ({"resolution": "resize"}, "denoiser.arguments.resolution"),
+    "interpolation": ({"interpolation": "bicubic"}, "denoiser.arguments.interpolation"),
+    "pad_mode": ({"pad_mode": "replicate"}, "denoiser.arguments.pad_mode"),
+    "pad_value": ({"pad_mode": "constant", "pad_value": 0.5}, "denoiser.arguments.pad_value"),
+    "output_size": ({"output_size": 4}, "denoiser.arguments.output_size"),
+    "clip": ({"clip": False}, "denoiser.arguments.clip"),
+    "name": ({"name": "cm_other"}, "denoiser.arguments.name"),
+    "t_star_rule": ({"t_star_rule": "at_least"}, "denoiser.arguments.t_star_rule"),
+}
+CONSISTENCY_UNCOMPARED = {"sigma"}
+
+
+@pytest.mark.parametrize("argument", sorted(CONSISTENCY_CHANGES))
+def test_a_consistency_denoiser_argument_changed_is_refused_naming_it(tmp_path: Path, argument: str) -> None:
+    changed, field = CONSISTENCY_CHANGES[argument]
+    base = {"pad_mode": "constant"} if argument == "pad_value" else {}
+    certify(tmp_path, classifier(), consistency(**base), examples=1)
+    refused(tmp_path, field, classifier(), consistency(**changed))
+
+
+def test_the_consistency_denoiser_is_not_the_dds_denoiser_of_the_same_unet(tmp_path: Path) -> None:
+    certify(tmp_path, classifier(), denoiser(), examples=1)
+    refused(tmp_path, "denoiser.constructor", classifier(), consistency())
+    certify(tmp_path / "cm", classifier(), consistency(), examples=1)
+    retuned = consistency(sigma=0.5)
+    retuned.set_sigma(0.25)  # sigma is retuned, not compared
+    certify(tmp_path / "cm", classifier(), retuned, examples=2)
+
+
 def test_other_unet_weights_are_refused_by_their_fingerprint(tmp_path: Path) -> None:
     certify(tmp_path, classifier(), denoiser(), examples=1)
     refused(tmp_path, "denoiser.fingerprint", classifier(), denoiser(unet=unet(seed=1)))
@@ -227,6 +271,7 @@ def build_classifier(constructor, **changed) -> nn.Module:
 def test_every_argument_is_covered() -> None:
     """Every constructor argument is either changed in a test below or declared uncompared."""
     assert set(DENOISER_CHANGES) | DENOISER_UNCOMPARED == _parameters(DiffusionDenoiser.__init__)
+    assert set(CONSISTENCY_CHANGES) | CONSISTENCY_UNCOMPARED == _parameters(ConsistencyDenoiser.__init__)
     for constructor, (_, _, changes, uncompared) in CLASSIFIERS.items():
         assert set(changes) | uncompared == _parameters(constructor), constructor
 

@@ -1,5 +1,6 @@
 """ddsx-denoiser: train a DDPM denoiser on a ddsx dataset (mode=train), check a trained one against its
-quality target (mode=check), or convert an OpenAI ADM checkpoint to a diffusers folder (mode=convert).
+quality target (mode=check), convert an OpenAI ADM checkpoint to a diffusers folder (mode=convert), or
+distil a trained DDPM into a one-step consistency model (mode=distill).
 
 A trained denoiser's folder holds quality.json: the one-shot DDS l2 ratio per validation sigma, the
 epochs and steps trained, the target (``quality`` in the config) and whether it is met. ``make run``
@@ -14,6 +15,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ddsx.cli import CONF_DIR
@@ -21,7 +23,12 @@ from ddsx.cli.errors import DDSXError, console_script, expected_errors
 from ddsx.cli.wiring import experiment_loggers, instantiate_nodes, offline_wandb_by_default
 from ddsx.data.from_config import build_datamodule
 from ddsx.denoisers.adm import convert_adm_checkpoint
+from ddsx.denoisers.consistency_distill import ConsistencyDistillation
+from ddsx.denoisers.consistency_folder import save_consistency_folder
+from ddsx.denoisers.dds import DiffusionDenoiser
 from ddsx.denoisers.folder import save_diffusers_folder
+from ddsx.denoisers.load import find_diffusers_parts, load_diffusers_denoiser
+from ddsx.denoisers.quality import compare_to_teacher
 from ddsx.denoisers.resolution import as_size
 from ddsx.sweeps.threads import limit_threads
 from ddsx.utils.finite_settings import check_finite_settings
@@ -30,7 +37,7 @@ from ddsx.utils.run_config import resolved_container, save_resolved_config
 
 log = get_logger(__name__)
 
-MODES = ("train", "check", "convert")
+MODES = ("train", "check", "convert", "distill")
 QUALITY_FILE = "quality.json"
 
 
@@ -179,14 +186,129 @@ def convert(cfg: DictConfig) -> Path:
     return convert_adm_checkpoint(cfg.convert.src, cfg.convert.dst, cfg.convert.family, overrides)  # type: ignore[arg-type]
 
 
+def distill(cfg: DictConfig) -> dict[str, Any]:
+    """``mode=distill``: consistency distillation of the DDPM folder ``distill.teacher``; saves the EMA
+    student with consistency.json and quality.json (its one-shot l2 ratio against the teacher's on the
+    test digits) to ``distill.save_dir``."""
+    offline_wandb_by_default()
+    L.seed_everything(cfg.seed, workers=True)
+    settings = cfg.distill
+    # The teacher loads (and is checked) as the DDS denoiser it is; a consistency folder is refused there.
+    teacher = load_diffusers_denoiser(settings.teacher, sigma=float(settings.quality.sigma))
+    scheduler_config = json.loads(find_diffusers_parts(settings.teacher)[1].read_text())
+    datamodule = build_datamodule(cfg.dataset)
+    datamodule.setup("fit")
+    module = ConsistencyDistillation(
+        teacher.unet,
+        teacher.alphas_cumprod,
+        optimizer=hydra.utils.instantiate(cfg.optimizer, lr=settings.lr),
+        sigma_max=settings.sigma_max,
+        num_intervals=settings.num_intervals,
+        target_ema_decay=settings.target_ema_decay,
+        distance=settings.distance,
+        val_sigmas=list(settings.val_sigmas),
+        seed=cfg.seed,
+    )
+    log.info(
+        "consistency distillation of %s: t %d..%d in %d intervals",
+        settings.teacher,
+        module.t_min,
+        module.t_max,
+        len(module.grid) - 1,
+    )
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        max_steps=settings.max_steps,
+        max_epochs=-1,
+        callbacks=instantiate_nodes(cfg.get("callbacks")),
+        logger=experiment_loggers(cfg),
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    dst = Path(cfg.paths.output_dir) / "denoiser" if trainer.fast_dev_run else Path(settings.save_dir)
+    if trainer.is_global_zero:
+        quality = consistency_quality(cfg, module, teacher, datamodule, trainer)
+        save_consistency_folder(
+            module.target.cpu(),
+            scheduler_config,
+            dst,
+            module.t_min,
+            module.t_max,
+            metadata={
+                "trained_by": "ddsx-denoiser mode=distill",
+                "teacher": str(settings.teacher),
+                "weights": f"EMA student (decay {module.target_ema_decay:g})",
+                "steps": trainer.global_step,
+                "metrics": metrics,
+                "config": resolved_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "convert"])),
+            },
+        )
+        (dst / QUALITY_FILE).write_text(json.dumps(quality, indent=2) + "\n")
+        log.info(
+            "saved the consistency denoiser to %s (load it with denoiser=consistency denoiser.path=%s)",
+            dst,
+            dst,
+        )
+        log.info("%s", quality_summary(quality))
+    return metrics | {"save_dir": str(dst)}
+
+
+def consistency_quality(
+    cfg: DictConfig,
+    module: ConsistencyDistillation,
+    teacher: DiffusionDenoiser,
+    datamodule: Any,
+    trainer: L.Trainer,
+) -> dict[str, Any]:
+    """quality.json of a distilled model: the one-shot l2 ratios of student and teacher on the first
+    ``num_digits`` test digits (same noise), the student's target as a ratio to the teacher's, and the
+    gap of each to the teacher's ``ode_steps``-step ODE solution. ``mode=check`` reads it like a DDPM's."""
+    target = cfg.distill.quality
+    sigma = float(target.sigma)
+    datamodule.setup("test")
+    images = torch.cat([batch[0] for batch in datamodule.test_dataloader()])[: int(target.num_digits)]
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(int(cfg.seed)))
+    module = module.cpu()
+    teacher.set_sigma(sigma)
+    ode = DiffusionDenoiser(
+        teacher.unet, teacher.alphas_cumprod, sigma, num_steps=int(target.ode_steps), clip=False
+    )
+    measured = compare_to_teacher(module.consistency_denoiser(sigma), teacher, ode, images, noise, sigma)
+    max_ratio = float(target.max_ratio_to_teacher)
+    min_steps = int(target.get("min_steps", 0))
+    meets = measured["ratio_to_teacher"] <= max_ratio and trainer.global_step >= min_steps
+    return {
+        "l2_ratio": {f"{sigma:g}": measured["l2_ratio"]},
+        "teacher_l2_ratio": {f"{sigma:g}": measured["teacher_l2_ratio"]},
+        "ratio_to_teacher": {f"{sigma:g}": measured["ratio_to_teacher"]},
+        "ode_gap": {f"{sigma:g}": measured["ode_gap"]},
+        "teacher_ode_gap": {f"{sigma:g}": measured["teacher_ode_gap"]},
+        "digits": int(images.shape[0]),
+        "ode_steps": int(target.ode_steps),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "target": {
+            "sigma": sigma,
+            # what mode=check compares the student's l2 ratio with: the teacher's, times the allowed factor
+            "max_l2_ratio": max_ratio * measured["teacher_l2_ratio"],
+            "max_ratio_to_teacher": max_ratio,
+            "min_steps": min_steps,
+        },
+        "meets_target": bool(meets) and not trainer.fast_dev_run,
+        "continue_with": f"ddsx-denoiser mode=distill ckpt_path={(Path(cfg.paths.output_dir) / 'checkpoints' / 'last.ckpt').resolve()} distill.max_steps=<more>",
+    }
+
+
 def run(cfg: DictConfig) -> Any:
     if cfg.mode not in MODES:
         raise DDSXError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     # The other mode's required keys (convert.src) stay unresolved in train mode, and vice versa.
     if cfg.mode == "check":
         return check(cfg)
-    keep = [k for k in cfg if k != "convert"] if cfg.mode == "train" else ["mode", "paths", "convert"]
+    keep = ["mode", "paths", "convert"] if cfg.mode == "convert" else [k for k in cfg if k != "convert"]
     save_resolved_config(OmegaConf.masked_copy(cfg, keep), cfg.paths.output_dir)
+    if cfg.mode == "distill":
+        return distill(cfg)
     return train_denoiser(cfg) if cfg.mode == "train" else convert(cfg)
 
 

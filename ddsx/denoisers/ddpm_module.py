@@ -23,6 +23,7 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 
 from ddsx.denoisers.dds import DiffusionDenoiser
+from ddsx.denoisers.quality import l2_distances
 from ddsx.denoisers.resolution import as_size, resize
 from ddsx.denoisers.sampling import ddim_sample
 from ddsx.denoisers.schedule import alphas_cumprod_from_scheduler_config, t_star_for_sigma
@@ -185,9 +186,8 @@ class DDPMModule(L.LightningModule):
             sync_dist=True,
         )
         for sigma, denoiser in self._val_denoisers.items():
-            noisy = x + sigma * noise  # the smoothing noise, at the dataset's resolution
-            l2_noisy = (noisy - x).flatten(1).norm(dim=1)
-            l2_denoised = (denoiser(noisy) - x).flatten(1).norm(dim=1)
+            # the smoothing noise, at the dataset's resolution
+            l2_denoised, l2_noisy = l2_distances(denoiser, x, noise, sigma)
             self.log(f"val/l2_denoised@{sigma:g}", l2_denoised.mean(), batch_size=n, sync_dist=True)
             self.log(f"val/l2_ratio@{sigma:g}", (l2_denoised / l2_noisy).mean(), batch_size=n, sync_dist=True)
 

@@ -35,6 +35,10 @@ WHAT_TO_PUT_THERE = (
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
+# A folder with this file holds a consistency model (ddsx.denoisers.consistency_folder): its UNet is no
+# DDPM's epsilon model, so loading it as one would give a wrong denoiser without any error.
+CONSISTENCY_MARKER = "consistency.json"
+
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -137,6 +141,11 @@ def load_diffusers_denoiser(
             ``prediction_type`` defaults to the scheduler config's.
     """
     unet_dir, scheduler_file = find_diffusers_parts(path)
+    if (Path(str(path)).expanduser() / CONSISTENCY_MARKER).exists():
+        raise ModelFileError(
+            f"{path} holds a consistency model ({CONSISTENCY_MARKER}), not a DDPM: load it with "
+            "denoiser=consistency denoiser.path=<folder>"
+        )
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)} or null, got {dtype!r}")
     scheduler_config = json.loads(scheduler_file.read_text())
