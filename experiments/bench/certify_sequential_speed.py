@@ -134,9 +134,13 @@ def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: in
     return out
 
 
-def budgets(text: str) -> tuple[int, int]:
-    small, large = (int(v) for v in text.split(","))
-    return small, large
+def budgets(text: str) -> list[tuple[int, int]]:
+    """ "N,LARGE" pairs separated by ";", one per digit count (or one for every count)."""
+    pairs = []
+    for pair in text.split(";"):
+        small, large = (int(v) for v in pair.split(","))
+        pairs.append((small, large))
+    return pairs
 
 
 def main() -> None:
@@ -147,8 +151,15 @@ def main() -> None:
     parser.add_argument("--denoiser", default="/work/checkpoints/denoisers/mnist5k_ddpm")
     parser.add_argument("--digits-denoiser", default="1", help="digits per denoiser row set, comma-separated")
     parser.add_argument("--digits-lenet", default="2,20", help="digits per LeNet row set, comma-separated")
-    parser.add_argument("--budgets-denoiser", type=budgets, default=(10_000, 100_000), help="N,LARGE")
-    parser.add_argument("--budgets-lenet", type=budgets, default=(10_000, 100_000), help="N,LARGE")
+    parser.add_argument(
+        "--budgets-denoiser",
+        type=budgets,
+        default=[(10_000, 100_000)],
+        help="N,LARGE[;N,LARGE per digit count]",
+    )
+    parser.add_argument(
+        "--budgets-lenet", type=budgets, default=[(10_000, 100_000)], help="N,LARGE[;N,LARGE per digit count]"
+    )
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(
@@ -159,7 +170,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:  # one measurement with whatever ddsx is on the path; JSON on stdout
         path = args.denoiser if args.worker == "denoiser" else None
-        configs = configs_for(args.budgets_denoiser if args.worker == "denoiser" else args.budgets_lenet)
+        [pair] = args.budgets_denoiser if args.worker == "denoiser" else args.budgets_lenet
+        configs = configs_for(pair)
         measure(path, 1, args.sigma, args.batch_size, configs=(("fixed", 200),))  # warm-up, untimed
         print(json.dumps(measure(path, args.digits, args.sigma, args.batch_size, configs)))
         return
@@ -175,15 +187,20 @@ def main() -> None:
     labels = {"lenet": "12 LeNets", "denoiser": "mnist5k DDPM + 12 LeNets"}
     for worker in args.setups.split(","):  # in the order given: a timeout keeps the first rows
         label = labels[worker]
-        digit_counts = args.digits_denoiser if worker == "denoiser" else args.digits_lenet
-        for digits in (int(d) for d in digit_counts.split(",")):
+        digit_counts = [
+            int(d) for d in (args.digits_denoiser if worker == "denoiser" else args.digits_lenet).split(",")
+        ]
+        pairs = args.budgets_denoiser if worker == "denoiser" else args.budgets_lenet
+        pairs = pairs * len(digit_counts) if len(pairs) == 1 else pairs
+        if len(pairs) != len(digit_counts):
+            parser.error(f"{worker}: one budget pair, or one per digit count ({len(digit_counts)})")
+        for digits, pair in zip(digit_counts, pairs, strict=True):
             for version, root in versions.items():
                 env = os.environ | {"PYTHONPATH": root}
                 command = [sys.executable, __file__, "--worker", worker, "--denoiser", args.denoiser]
                 command += ["--digits", str(digits), "--sigma", str(args.sigma)]
                 command += ["--batch-size", str(args.batch_size)]
-                command += ["--budgets-denoiser", ",".join(map(str, args.budgets_denoiser))]
-                command += ["--budgets-lenet", ",".join(map(str, args.budgets_lenet))]
+                command += [f"--budgets-{worker}", ",".join(map(str, pair))]
                 result = subprocess.run(
                     command, env=env, capture_output=True, text=True, check=False, cwd=root
                 )
