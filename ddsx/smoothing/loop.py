@@ -120,17 +120,6 @@ class Example:
             return 0
         return int(self.rule.looks[self.look]) - self.samples
 
-    def draw_limit(self) -> int:
-        """Test copies this example may have drawn after the next batch when drawing ahead.
-
-        Doubling: with j looks decided it may reach look 2j (so 1, 2, 4, ... looks per batch). An
-        example stopping at look s has then drawn fewer than 2s looks, so the copies drawn ahead
-        never exceed those it uses, while an example that runs to look J needs about log2(J)
-        batches instead of J. Never past the budget (the last look).
-        """
-        looks = self.rule.looks
-        return int(looks[min(2 * self.look, len(looks) - 1)])
-
     def cuts(self, k: int) -> list[int]:
         """The ends (test copies drawn) of the segments of a test chunk of k copies: each look it
         reaches, and its end."""
@@ -170,7 +159,7 @@ class CertifyLoop:
         least_sampled_first: order examples by copies drawn (tests that stop early: batches stay
             full while examples stop at different times), else by arrival (rows come one by one).
         draw_ahead: let an example draw past its next look when the batch has room (see the module
-            docstring and ``Example.draw_limit``); False: one look per example per batch.
+            docstring and ``_plan``); False: one look per example per batch.
     """
 
     def __init__(
@@ -272,7 +261,16 @@ class CertifyLoop:
     def _plan(self, active: list[Example]) -> list[tuple[Example, int]]:
         """(example, copies) of the next batch: first each example's copies up to its next look, in
         order; then, if room is left, more looks to the examples in their test phase, one look at a
-        time in turn (so few examples in flight share the room), each up to ``draw_limit``."""
+        time in turn (so few examples in flight share the room), until the batch is full or each has
+        its whole budget.
+
+        Why fill the batch rather than cap the looks drawn ahead: an example never draws past its
+        budget n, and a batch is never fuller than a fixed-n run's, so a sequential run draws at most
+        the copies of fixed n in at most its batches, whatever the device; what it draws past the
+        look at which it stops (at most one batch per example, counted in ``LoopStats``) is room that
+        would otherwise have been empty, which costs little on an accelerator. A cap would save those
+        copies on a CPU only by adding batches.
+        """
         space = self.batch_size
         give: dict[int, int] = {}
         for i, example in enumerate(active):
@@ -282,24 +280,23 @@ class CertifyLoop:
                 space -= k
             if not space:
                 break
-        if space and self.draw_ahead:
-            looks = self.rule.looks
-            open_ = [i for i in give if not active[i].selecting]
-            while space and open_:
-                still = []
-                for i in open_:
-                    example = active[i]
-                    reach = example.samples + give[i]
-                    limit = example.draw_limit()
-                    if reach >= limit or not space:
-                        continue
-                    following = int(looks[np.searchsorted(looks, reach, side="right")])
-                    k = min(following, limit) - reach
-                    k = min(k, space)
-                    give[i] += k
-                    space -= k
-                    still.append(i)
-                open_ = still
+        if not (space and self.draw_ahead):
+            return [(active[i], k) for i, k in give.items()]
+        looks = self.rule.looks
+        budget = int(looks[-1])
+        open_ = [i for i in give if not active[i].selecting]
+        while space and open_:
+            still = []
+            for i in open_:
+                reach = active[i].samples + give[i]
+                if reach >= budget or not space:
+                    continue
+                following = int(looks[np.searchsorted(looks, reach, side="right")])
+                k = min(following - reach, space)
+                give[i] += k
+                space -= k
+                still.append(i)
+            open_ = still
         return [(active[i], k) for i, k in give.items()]
 
     def _count(self, chunks) -> tuple[list[list[int]], torch.Tensor]:
