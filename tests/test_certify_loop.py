@@ -93,3 +93,43 @@ def test_fixed_rows_record_n_as_certified_at(tmp_path) -> None:
     rows = read_results(path)
     assert {r.certified_at for r in rows if r.predict >= 0} == {200}
     assert all(r.certified_at is None for r in rows if r.predict < 0)
+
+
+def _rows_without_timing(path: Path) -> list[tuple]:
+    return [
+        (r.idx, r.predict, r.radius, r.samples, r.count_a, r.p_lower, r.certified_at)
+        for r in read_results(path)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "select"), [("sequential", "n0"), ("sequential", "label"), ("union_cp", "n0"), ("fixed", "n0")]
+)
+def test_drawing_ahead_gives_the_rows_of_the_look_by_look_loop(tmp_path, monkeypatch, mode, select) -> None:
+    """Few examples in flight: each draws several looks per batch, and every row (prediction, radius,
+    samples, count, certified_at) is the one-look-per-batch loop's, at two batch sizes."""
+    from functools import partial
+
+    import ddsx.certification.engine as engine_module
+    from ddsx.smoothing.loop import CertifyLoop
+
+    few = {"mode": mode, "select": select, "max": 3, "n0": 16}
+    with monkeypatch.context() as patch:
+        patch.setattr(engine_module, "CertifyLoop", partial(CertifyLoop, draw_ahead=False))
+        reference, dataset = engine(tmp_path / "ref", batch_size=100, **few)
+        expected = [_rows_without_timing(p) for p in reference.run(dataset)]
+    assert any(r[3] < 1200 for rows in expected for r in rows) or mode == "fixed"  # some stop early
+    for batch_size in (300, 1000):
+        certifier, dataset = engine(tmp_path / str(batch_size), batch_size=batch_size, **few)
+        got = [_rows_without_timing(p) for p in certifier.run(dataset)]
+        assert got == expected, batch_size
+        stats = certifier.stats
+        assert stats.host_reads <= stats.batches  # still one read at most per batch
+        # Copies used are those of the look-by-look loop; what is drawn past the stop is extra.
+        assert stats.used == reference.stats.copies <= stats.copies
+        # Never more copies nor batches than fixed n at the same budget (it fills batches as fixed does).
+        fixed, _ = engine(tmp_path / f"fixed{batch_size}", batch_size=batch_size, mode="fixed", max=3, n0=16)
+        fixed.run(dataset)
+        assert stats.copies <= fixed.stats.copies and stats.batches <= fixed.stats.batches
+        if mode != "fixed":
+            assert stats.batches < reference.stats.batches  # several looks per batch

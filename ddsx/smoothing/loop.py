@@ -11,12 +11,21 @@ Noise: each example draws from its own generator, first its n0 selection copies,
 the test's copies, in the fixed blocks of ``ddsx.smoothing.noise``; so a decision depends on neither
 the batch size nor the packing nor the other classifiers.
 
+Drawing ahead: an example asks for the copies up to its next look; when the batch still has room
+after every example in flight got that (few examples left), an example may draw several looks'
+worth in one batch (``CertifyLoop.draw_ahead``). Its chunk is then cut at its looks into segments,
+each counted apart, and the test's decisions are applied look by look in order after the batch: the
+decision, radius, prediction and recorded sample count are those of the look-by-look loop; copies
+drawn past the look at which the example stopped are wasted (``LoopStats.copies`` vs ``used``).
+
 Counting: a batch's labels of every needed classifier (T', B) are turned into ids
-``row * C + label`` (row: one per (example slot, classifier); C classes; positions a pair does not
-need go to a dump row) and counted by one ``bincount`` into a device table ``counts`` (rows, C)
-that only ever grows. The host reads that table (one transfer) only in a batch after which some
-pair has reached a look or finished its selection; it keeps the last copy it read, and a pair's
-counts are the difference with the copy at the start of its phase. A row gets nothing after its
+``row * C + label`` (row: one per (segment, classifier); C classes; positions a pair does not need
+go to a dump row) and counted by one ``bincount`` into the batch's segment table, which is then
+added (``index_add_``) into a device table ``counts`` (one row per (example slot, classifier)) that
+only ever grows. The host reads both tables (one transfer) only in a batch after which some pair
+has reached a look or finished its selection; it keeps the last copy it read, and a pair's counts
+at the end of the batch are the difference with the copy at the start of its phase, at an earlier
+look of the batch that minus its later segments. A row gets nothing after the batch in which its
 pair is decided (it is no longer needed), so the last read always holds its final counts.
 """
 
@@ -44,7 +53,8 @@ class LoopStats:
 
     batches: int = 0
     host_reads: int = 0
-    copies: int = 0
+    copies: int = 0  # drawn and classified
+    used: int = 0  # of those, up to the look at which each example stopped (selection copies included)
 
 
 class Example:
@@ -78,10 +88,10 @@ class Example:
         self.abandoned = np.zeros((m, k), dtype=bool)
         self.certified_at = np.zeros((m, k), dtype=np.int64)
         self.pending = np.ones(m, dtype=bool)  # undecided pairs
-        self.samples = 0  # test copies seen by the undecided pairs
-        self.decided_after = np.zeros(m, dtype=np.int64)  # per pair, test copies seen when decided
+        self.samples = 0  # test copies drawn (every look up to here is decided after each batch)
+        self.decided_after = np.zeros(m, dtype=np.int64)  # per pair, the look at which it was decided
         self.look = 0  # index of the next look
-        self.drawn = 0
+        self.drawn = 0  # all copies drawn, selection included
         self.seconds = 0.0
         self.slot = -1
         self.base: np.ndarray | None = None  # counts of the slot's rows at the start of this phase
@@ -110,6 +120,17 @@ class Example:
             return 0
         return int(self.rule.looks[self.look]) - self.samples
 
+    def cuts(self, k: int) -> list[int]:
+        """The ends (test copies drawn) of the segments of a test chunk of k copies: each look it
+        reaches, and its end."""
+        looks = self.rule.looks
+        first = int(np.searchsorted(looks, self.samples, side="right"))
+        last = int(np.searchsorted(looks, self.samples + k, side="right"))
+        ends = [int(t) for t in looks[first:last]]
+        if not ends or ends[-1] != self.samples + k:
+            ends.append(self.samples + k)
+        return ends
+
     def take(self, k: int) -> torch.Tensor:
         self.drawn += k
         return (self.select_stream if self.selecting else self.test_stream).take(k)
@@ -137,6 +158,8 @@ class CertifyLoop:
         sigma: noise level; a chunk's copies are x + sigma * noise.
         least_sampled_first: order examples by copies drawn (tests that stop early: batches stay
             full while examples stop at different times), else by arrival (rows come one by one).
+        draw_ahead: let an example draw past its next look when the batch has room (see the module
+            docstring and ``_plan``); False: one look per example per batch.
     """
 
     def __init__(
@@ -149,18 +172,19 @@ class CertifyLoop:
         batch_size: int,
         sigma: float,
         least_sampled_first: bool,
+        draw_ahead: bool = True,
     ) -> None:
         if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.rule, self.classify = rule, classify
         self.num_targets, self.num_classes = int(num_targets), int(num_classes)
         self.batch_size, self.sigma = int(batch_size), float(sigma)
-        self.least_sampled_first = least_sampled_first
+        self.least_sampled_first, self.draw_ahead = least_sampled_first, draw_ahead
         self.stats = LoopStats()
         self._free: list[int] = []
         self._slots = 0
-        self._counts: torch.Tensor | None = None  # (slots * T + 1, C) on the device; last row: dump
-        self._seen = np.zeros((1, self.num_classes), dtype=np.int64)  # the last host read
+        self._counts: torch.Tensor | None = None  # (slots * T, C) on the device
+        self._seen = np.zeros((0, self.num_classes), dtype=np.int64)  # the last host read of it
 
     # ----- slots and the counts table ----------------------------------------------------------------
     def _rows(self, example: Example) -> np.ndarray:
@@ -169,23 +193,19 @@ class CertifyLoop:
     def _assign_slot(self, example: Example, device: torch.device) -> None:
         if not self._free:
             grown = max(4, 2 * self._slots)
-            rows = grown * self.num_targets + 1
+            rows = grown * self.num_targets
             table = torch.zeros((rows, self.num_classes), dtype=torch.long, device=device)
             seen = np.zeros((rows, self.num_classes), dtype=np.int64)
-            if self._counts is not None:  # keep what is counted; the dump row moves to the end
+            if self._counts is not None:  # keep what is counted
                 old = self._slots * self.num_targets
-                table[:old] = self._counts[:old]
-                seen[:old] = self._seen[:old]
+                table[:old] = self._counts
+                seen[:old] = self._seen
             self._counts, self._seen = table, seen
             self._free = list(range(grown - 1, self._slots - 1, -1))
             self._slots = grown
         example.slot = self._free.pop()
         # The rows hold the previous owner's final counts, all in the last read (see module docstring).
         example.base = self._seen[self._rows(example)].copy()
-
-    @property
-    def _dump(self) -> int:
-        return self._slots * self.num_targets
 
     # ----- the loop ------------------------------------------------------------------------------------
     def run(self, arrivals: Iterable[Example]) -> Iterator[Example]:
@@ -194,6 +214,8 @@ class CertifyLoop:
         exhausted = False
         active: list[Example] = []
         while True:
+            # Examples join while the batch is short of one look each: drawing ahead only ever takes
+            # room that no waiting example could use.
             while not exhausted and sum(e.request() for e in active) < self.batch_size:
                 example = next(waiting, None)
                 if example is None:
@@ -207,22 +229,17 @@ class CertifyLoop:
                 active.sort(key=lambda e: (e.drawn, e.order))
             else:
                 active.sort(key=lambda e: e.order)
-            chunks, space = [], self.batch_size
-            for example in active:
-                k = min(example.request(), space)
-                if k > 0:
-                    chunks.append((example, example.needs(), example.take(k)))
-                    space -= k
-                if not space:
-                    break
+            plan = self._plan(active)
+            # (example, targets, segment ends, noise); a selection chunk is one segment.
+            chunks = [(e, e.needs(), [k] if e.selecting else e.cuts(k), e.take(k)) for e, k in plan]
             start = time.perf_counter()
-            self._count(chunks)
+            numbers, segments = self._count(chunks)
             seconds = time.perf_counter() - start
-            total = self.batch_size - space
+            total = sum(k for _, k in plan)
             self.stats.batches += 1
             self.stats.copies += total
             selected, looking = [], []
-            for example, _, noise in chunks:
+            for (example, _, ends, noise), numbered in zip(chunks, numbers, strict=True):
                 example.seconds += seconds * len(noise) / total
                 if example.selecting:
                     example.select_left -= len(noise)
@@ -230,51 +247,125 @@ class CertifyLoop:
                         selected.append(example)
                 else:
                     example.samples += len(noise)
-                    if example.samples == int(self.rule.looks[example.look]):
-                        looking.append(example)
+                    if example.samples >= int(self.rule.looks[example.look]):
+                        looking.append((example, ends, numbered))
             if selected or looking:
-                self._look(selected, looking)
+                self._look(selected, looking, segments)
             finished = [e for e in active if e.done]
             for example in finished:
                 self._free.append(example.slot)
+                self.stats.used += example.drawn - (example.samples - int(example.decided_after.max()))
             active = [e for e in active if not e.done]
             yield from sorted(finished, key=lambda e: e.order)
 
-    def _count(self, chunks) -> None:
-        """One forward batch and one segment-sum of its labels into the counts table."""
-        device = chunks[0][0].x.device
-        noisy = torch.cat([noise.mul_(self.sigma).add_(example.x) for example, _, noise in chunks])
-        needed = sorted({t for _, targets, _ in chunks for t in targets})
-        labels = self.classify(noisy, needed)  # (T', B)
-        rows = np.full((len(needed), len(chunks)), self._dump, dtype=np.int64)
-        position = {t: i for i, t in enumerate(needed)}
-        for c, (example, targets, _) in enumerate(chunks):
-            for t in targets:
-                rows[position[t], c] = example.slot * self.num_targets + t
-        lengths = np.array([len(noise) for _, _, noise in chunks], dtype=np.int64)
-        index = _to_device(np.concatenate([rows.ravel(), lengths]), device)
-        row_of = index[: rows.size].view(rows.shape).repeat_interleave(index[rows.size :], dim=1)
-        ids = (row_of * self.num_classes + labels).reshape(-1)
-        self._counts.view(-1).add_(torch.bincount(ids, minlength=self._counts.numel()))
+    def _plan(self, active: list[Example]) -> list[tuple[Example, int]]:
+        """(example, copies) of the next batch: first each example's copies up to its next look, in
+        order; then, if room is left, more looks to the examples in their test phase, one look at a
+        time in turn (so few examples in flight share the room), until the batch is full or each has
+        its whole budget.
 
-    def _look(self, selected: list[Example], looking: list[Example]) -> None:
-        """One host read of the counts: selections end, decisions at their looks (grouped by look)."""
-        self._seen = self._counts.cpu().numpy()
+        Why fill the batch rather than cap the looks drawn ahead: an example never draws past its
+        budget n, and a batch is never fuller than a fixed-n run's, so a sequential run draws at most
+        the copies of fixed n in at most its batches, whatever the device; what it draws past the
+        look at which it stops (at most one batch per example, counted in ``LoopStats``) is room that
+        would otherwise have been empty, which costs little on an accelerator. A cap would save those
+        copies on a CPU only by adding batches.
+        """
+        space = self.batch_size
+        give: dict[int, int] = {}
+        for i, example in enumerate(active):
+            k = min(example.request(), space)
+            if k > 0:
+                give[i] = k
+                space -= k
+            if not space:
+                break
+        if not (space and self.draw_ahead):
+            return [(active[i], k) for i, k in give.items()]
+        looks = self.rule.looks
+        budget = int(looks[-1])
+        open_ = [i for i in give if not active[i].selecting]
+        while space and open_:
+            still = []
+            for i in open_:
+                reach = active[i].samples + give[i]
+                if reach >= budget or not space:
+                    continue
+                following = int(looks[np.searchsorted(looks, reach, side="right")])
+                k = min(following - reach, space)
+                give[i] += k
+                space -= k
+                still.append(i)
+            open_ = still
+        return [(active[i], k) for i, k in give.items()]
+
+    def _count(self, chunks) -> tuple[list[list[int]], torch.Tensor]:
+        """One forward batch and one segment-sum of its labels into the batch's segment table, which
+        is added into ``counts``. Returns, per chunk, the numbers of its segments, and the table
+        (segments * T + 1 rows, the last the dump)."""
+        device = chunks[0][0].x.device
+        noisy = torch.cat([noise.mul_(self.sigma).add_(example.x) for example, _, _, noise in chunks])
+        needed = sorted({t for _, targets, _, _ in chunks for t in targets})
+        labels = self.classify(noisy, needed)  # (T', B)
+        position = {t: i for i, t in enumerate(needed)}
+        lengths, owners, numbers = [], [], []
+        for example, targets, ends, _ in chunks:
+            start = example.samples if not example.selecting else 0
+            numbers.append(list(range(len(lengths), len(lengths) + len(ends))))
+            for end in ends:
+                lengths.append(end - start)
+                owners.append((example, targets))
+                start = end
+        count, T = len(lengths), self.num_targets
+        dump = count * T
+        rows = np.full((len(needed), count), dump, dtype=np.int64)
+        into = np.empty(count * T, dtype=np.int64)  # segment row -> row of the counts table
+        for s, (example, targets) in enumerate(owners):
+            for t in targets:
+                rows[position[t], s] = s * T + t
+            into[s * T : (s + 1) * T] = example.slot * T + np.arange(T)
+        sizes = np.array(lengths, dtype=np.int64)
+        index = _to_device(np.concatenate([rows.ravel(), sizes, into]), device)
+        row_of = (
+            index[: rows.size].view(rows.shape).repeat_interleave(index[rows.size : rows.size + count], dim=1)
+        )
+        ids = (row_of * self.num_classes + labels).reshape(-1)
+        table = torch.bincount(ids, minlength=(dump + 1) * self.num_classes).view(dump + 1, -1)
+        self._counts.index_add_(0, index[rows.size + count :], table[:dump])
+        return numbers, table
+
+    def _look(self, selected: list[Example], looking: list, segments: torch.Tensor) -> None:
+        """One host read of the counts and of the batch's segments: selections end, then the decisions
+        of every look reached in the batch, in order of the looks (pairs at the same look together)."""
+        kept = self._counts.shape[0]
+        read = torch.cat([self._counts, segments]).cpu().numpy()
+        self._seen, batch = read[:kept], read[kept:]
         self.stats.host_reads += 1
         for example in selected:
             rows = self._rows(example)
             # As CERTIFY: the candidate is the most frequent class of the n0 copies, ties to the lowest.
             example.candidates = (self._seen[rows] - example.base).argmax(axis=1).astype(np.int64)
             example.base = self._seen[rows].copy()  # the test's counts start here
-        by_look: dict[int, list[Example]] = {}
-        for example in looking:
+        # Each look reached: (look, example, its counts there), from the counts at the end of the
+        # batch minus the segments after that look.
+        reached: dict[int, list[tuple[Example, np.ndarray]]] = {}
+        T = self.num_targets
+        for example, ends, numbered in looking:
+            targets = np.asarray(example.targets, dtype=np.int64)
             counts = self._seen[self._rows(example)] - example.base
-            pending = example.pending
-            example.hits[pending] = counts[np.flatnonzero(pending), example.candidates[pending]]
-            by_look.setdefault(example.look, []).append(example)
-        for look, group in by_look.items():
+            for end, s in zip(reversed(ends), reversed(numbered), strict=True):
+                look = int(np.searchsorted(self.rule.looks, end))
+                if look < len(self.rule.looks) and int(self.rule.looks[look]) == end:
+                    reached.setdefault(look, []).append((example, counts.copy()))
+                counts = counts - batch[s * T + targets]
+        for look in sorted(reached):
+            group = [(e, c) for e, c in reached[look] if e.pending.any()]
+            if not group:
+                continue
             rule = self.rule
-            idx = [(e, np.flatnonzero(e.pending)) for e in group]
+            idx = [(e, np.flatnonzero(e.pending)) for e, _ in group]
+            for (example, i), (_, counts) in zip(idx, group, strict=True):
+                example.hits[i] = counts[i, example.candidates[i]]
             hits = np.concatenate([e.hits[i] for e, i in idx])
             certified = np.concatenate([e.certified[i] for e, i in idx])
             abandoned = np.concatenate([e.abandoned[i] for e, i in idx])
@@ -290,7 +381,7 @@ class CertifyLoop:
                 example.certified[i], example.abandoned[i] = new_c[part], new_a[part]
                 example.decided_after[i] = t
                 example.pending[i[finished[part]]] = False
-                example.look += 1
+                example.look = look + 1
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:

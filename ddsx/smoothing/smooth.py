@@ -153,7 +153,8 @@ class Smooth:
         The tested class c is ``label`` (give ``label``, no ``n0``: certified accuracy, X_i = 1 iff
         f(x + sigma eps_i) = label) or the argmax of ``n0`` separate noisy copies (give ``n0``: deployment,
         as CERTIFY; the selection copies are never reused in the test). Fresh copies are then drawn in
-        chunks up to the plan's check times, at most ``plan.n_max``.
+        batches of up to ``batch_size`` (possibly past a check time, never past ``plan.n_max``) and
+        decided at each check time in order, as if drawn check time by check time.
 
         Guarantee (per point, over the noise drawn here), for every grid radius r_k with
         p_k = Phi(r_k / sigma): if the smoothed probability p_c = P(f(x + sigma eps) = c) is < p_k,

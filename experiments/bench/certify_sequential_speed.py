@@ -1,19 +1,23 @@
-"""Sequential vs fixed certification speed, before (main at 313a9f7) and after issue 19's batched loop.
+"""Sequential vs fixed certification speed, before (main at 6bc355e) and after an in-flight example
+may draw several looks per batch (issue 19).
 
 Rows: 12 classifiers behind the mnist5k DDPM denoiser, and 12 LeNets without one; each certified
-multi-classifier (one run, every noisy batch classified by all 12) with fixed n = 10,000, and with
-SEQ-CERT at budget 10,000 and 100,000. Per row: wall time, noisy copies drawn (forward-batch images)
-and host reads (device -> host count reads) per batch. CPU s is the process's CPU time over the
-same span: on a machine shared with other jobs wall time mostly measures the others' load, CPU time
-the work this process did (on a GPU, wall time is the figure that counts). Each worker first runs
-one untimed warm-up certification, so that no row pays for the first calls into torch. "before" runs this same file in a subprocess
-with PYTHONPATH pointing at an extracted copy of 313a9f7 (``git archive 313a9f7 | tar -x -C DIR``).
+multi-classifier (one run, every noisy batch classified by all 12) with fixed n = N, and with
+SEQ-CERT at budget N and at a larger budget (default N = 10,000 and 100,000). Per row: wall time,
+CPU time, noisy copies drawn (forward-batch images), copies used (per example its n0 selection
+copies plus the look at which its last classifier stopped, read from the rows: what is drawn past
+that look is wasted), forward batches and host reads (device -> host count reads) per batch. CPU s
+is the process's CPU time over the same span: on a machine shared with other jobs wall time mostly
+measures the others' load, CPU time the work this process did (on a GPU, wall time is the figure
+that counts). Each worker first runs one untimed warm-up certification, so that no row pays for
+the first calls into torch. "before" runs this same file in a subprocess with PYTHONPATH pointing
+at an extracted copy of 6bc355e (``git archive 6bc355e | tar -x -C DIR``).
 
 The LeNets are untrained (random weights, seeds 0-11): the timing measures the engine, not the
 classifiers; a real classifier's savings depend on its confidence.
 
-    python experiments/bench/certify_sequential_speed.py --before /tmp/ddsx_before \
-        --denoiser /work/checkpoints/denoisers/mnist5k_ddpm
+    python experiments/bench/certify_sequential_speed.py --before /tmp/s6seq_before \
+        --denoiser /work/checkpoints/denoisers/mnist5k_ddpm --digits-lenet 2,20
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from pathlib import Path
 
 import torch
 
-CONFIGS = (("fixed", 10_000), ("sequential", 10_000), ("sequential", 100_000))
+
+def configs_for(budgets: tuple[int, int]) -> tuple[tuple[str, int], ...]:
+    """fixed n = the first budget, sequential at it and at the second."""
+    return (("fixed", budgets[0]), ("sequential", budgets[0]), ("sequential", budgets[1]))
 
 
 class Counting(torch.nn.Module):
@@ -53,9 +60,7 @@ class Counting(torch.nn.Module):
         return self.inner.describe() if hasattr(self.inner, "describe") else {"name": "none"}
 
 
-def measure(
-    denoiser_path: str | None, digits: int, sigma: float, batch_size: int, configs=CONFIGS
-) -> list[dict]:
+def measure(denoiser_path: str | None, digits: int, sigma: float, batch_size: int, configs) -> list[dict]:
     """Certify ``digits`` test digits in every configuration with the code on sys.path; one dict each."""
     from ddsx.certification import CertifySettings, ClassifierSpec, build_certifier, read_results
     from ddsx.data.mnist5k import MNIST5kDataModule
@@ -110,7 +115,10 @@ def measure(
             finally:
                 torch.Tensor.__int__, torch.Tensor.cpu = original_int, original_cpu
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-            assert all(read_results(p) for p in paths)  # every classifier's rows are there
+            rows = [read_results(p) for p in paths]
+            assert all(len(r) == digits for r in rows)  # every classifier's rows are there
+            # Per example: its selection copies and the look at which its last classifier stopped.
+            used = sum(values["n0"] + max(r.samples for r in per) for per in zip(*rows, strict=True))
             out.append(
                 {
                     "mode": mode,
@@ -118,6 +126,7 @@ def measure(
                     "wall_s": wall,
                     "cpu_s": cpu,
                     "copies": counting.images,  # noisy copies drawn (each denoised once, all classifiers)
+                    "used": used,
                     "batches": counting.batches,
                     "reads": reads["n"],
                 }
@@ -125,24 +134,46 @@ def measure(
     return out
 
 
+def budgets(text: str) -> list[tuple[int, int]]:
+    """ "N,LARGE" pairs separated by ";", one per digit count (or one for every count)."""
+    pairs = []
+    for pair in text.split(";"):
+        small, large = (int(v) for v in pair.split(","))
+        pairs.append((small, large))
+    return pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--before", help="extracted copy of the old code (313a9f7)")
+    parser.add_argument("--before", help="extracted copy of the old code (6bc355e)")
     parser.add_argument("--denoiser", default="/work/checkpoints/denoisers/mnist5k_ddpm")
-    parser.add_argument("--digits-denoiser", type=int, default=2)
-    parser.add_argument("--digits-lenet", type=int, default=10)
+    parser.add_argument("--digits-denoiser", default="1", help="digits per denoiser row set, comma-separated")
+    parser.add_argument("--digits-lenet", default="2,20", help="digits per LeNet row set, comma-separated")
+    parser.add_argument(
+        "--budgets-denoiser",
+        type=budgets,
+        default=[(10_000, 100_000)],
+        help="N,LARGE[;N,LARGE per digit count]",
+    )
+    parser.add_argument(
+        "--budgets-lenet", type=budgets, default=[(10_000, 100_000)], help="N,LARGE[;N,LARGE per digit count]"
+    )
     parser.add_argument("--sigma", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--setups", default="lenet,denoiser", help="which rows: lenet, denoiser or both")
+    parser.add_argument(
+        "--setups", default="lenet,denoiser", help="which rows, in order: lenet, denoiser or both"
+    )
     parser.add_argument("--worker", choices=["denoiser", "lenet"], help=argparse.SUPPRESS)
+    parser.add_argument("--digits", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:  # one measurement with whatever ddsx is on the path; JSON on stdout
         path = args.denoiser if args.worker == "denoiser" else None
-        digits = args.digits_denoiser if args.worker == "denoiser" else args.digits_lenet
+        [pair] = args.budgets_denoiser if args.worker == "denoiser" else args.budgets_lenet
+        configs = configs_for(pair)
         measure(path, 1, args.sigma, args.batch_size, configs=(("fixed", 200),))  # warm-up, untimed
-        print(json.dumps(measure(path, digits, args.sigma, args.batch_size)))
+        print(json.dumps(measure(path, args.digits, args.sigma, args.batch_size, configs)))
         return
     here = Path(__file__).resolve().parents[2]
     versions = {"after": str(here)} | ({"before": args.before} if args.before else {})
@@ -150,32 +181,40 @@ def main() -> None:
         f"sigma={args.sigma} batch_size={args.batch_size} alpha=0.001 n0=100, select=n0, 12 untrained classifiers"
     )
     print(
-        f"{'setup':<22} {'code':<7} {'mode':<11} {'n':>7} {'wall s':>8} {'CPU s':>8} {'copies':>10} {'batches':>8} {'reads/batch':>11}"
+        f"{'setup':<31} {'code':<7} {'mode':<11} {'n':>7} {'wall s':>8} {'CPU s':>8} {'drawn':>9} "
+        f"{'used':>9} {'batches':>8} {'reads/batch':>11}"
     )
-    setups = (("lenet", "12 LeNets"), ("denoiser", "mnist5k DDPM + 12 LeNets"))
-    for worker, label in [s for s in setups if s[0] in args.setups.split(",")]:
-        for version, root in versions.items():
-            env = os.environ | {"PYTHONPATH": root}
-            command = [sys.executable, __file__, "--worker", worker, "--denoiser", args.denoiser]
-            command += [
-                "--digits-denoiser",
-                str(args.digits_denoiser),
-                "--digits-lenet",
-                str(args.digits_lenet),
-            ]
-            command += ["--sigma", str(args.sigma), "--batch-size", str(args.batch_size)]
-            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=root)
-            if result.returncode:
-                print(f"{label} {version}: failed\n{result.stderr[-2000:]}")
-                continue
-            digits = args.digits_denoiser if worker == "denoiser" else args.digits_lenet
-            for r in json.loads(result.stdout.strip().splitlines()[-1]):
-                per_batch = r["reads"] / max(1, r["batches"])
-                print(
-                    f"{label + f' ({digits} digits)':<22} {version:<7} {r['mode']:<11} {r['n']:>7} {r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} "
-                    f"{r['copies']:>10} {r['batches']:>8} {per_batch:>11.2f}",
-                    flush=True,
+    labels = {"lenet": "12 LeNets", "denoiser": "mnist5k DDPM + 12 LeNets"}
+    for worker in args.setups.split(","):  # in the order given: a timeout keeps the first rows
+        label = labels[worker]
+        digit_counts = [
+            int(d) for d in (args.digits_denoiser if worker == "denoiser" else args.digits_lenet).split(",")
+        ]
+        pairs = args.budgets_denoiser if worker == "denoiser" else args.budgets_lenet
+        pairs = pairs * len(digit_counts) if len(pairs) == 1 else pairs
+        if len(pairs) != len(digit_counts):
+            parser.error(f"{worker}: one budget pair, or one per digit count ({len(digit_counts)})")
+        for digits, pair in zip(digit_counts, pairs, strict=True):
+            for version, root in versions.items():
+                env = os.environ | {"PYTHONPATH": root}
+                command = [sys.executable, __file__, "--worker", worker, "--denoiser", args.denoiser]
+                command += ["--digits", str(digits), "--sigma", str(args.sigma)]
+                command += ["--batch-size", str(args.batch_size)]
+                command += [f"--budgets-{worker}", ",".join(map(str, pair))]
+                result = subprocess.run(
+                    command, env=env, capture_output=True, text=True, check=False, cwd=root
                 )
+                if result.returncode:
+                    print(f"{label} {version}: failed\n{result.stderr[-2000:]}", flush=True)
+                    continue
+                for r in json.loads(result.stdout.strip().splitlines()[-1]):
+                    per_batch = r["reads"] / max(1, r["batches"])
+                    print(
+                        f"{label + f' ({digits} digits)':<31} {version:<7} {r['mode']:<11} {r['n']:>7} "
+                        f"{r['wall_s']:>8.2f} {r['cpu_s']:>8.2f} {r['copies']:>9} {r['used']:>9} "
+                        f"{r['batches']:>8} {per_batch:>11.2f}",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":
