@@ -326,3 +326,18 @@ def test_ddsx_certify_through_a_named_model_and_densepure(compose_certify, tmp_p
     assert len(read_results(path)) == 2
     described = json.loads(sidecar_path(path).read_text())["denoiser"]
     assert (described["name"], described["votes"], described["unet_calls_per_copy"]) == ("densepure", 2, 4)
+
+
+def test_the_denoiser_stream_is_another_stream_of_the_example() -> None:
+    """Its seed differs from the smoothing stream's (which keeps its value: the golden rows) and from
+    the next example's; the same (seed, idx, stream) always gives the same seed."""
+    from ddsx.smoothing.noise import example_seed
+
+    assert example_seed(0, 3) == 5611424052063861358  # the smoothing stream, as before this stream existed
+    own = example_seed(0, 3, DENOISER_STREAM)
+    assert own == example_seed(0, 3, DENOISER_STREAM)
+    assert own not in {
+        example_seed(0, 3),
+        example_seed(0, 4, DENOISER_STREAM),
+        example_seed(1, 3, DENOISER_STREAM),
+    }
