@@ -341,3 +341,17 @@ def test_the_denoiser_stream_is_another_stream_of_the_example() -> None:
         example_seed(0, 4, DENOISER_STREAM),
         example_seed(1, 3, DENOISER_STREAM),
     }
+
+
+def test_ddsx_train_through_a_voting_denoiser_stops_with_the_one_line_refusal(
+    compose_train, tmp_path
+) -> None:
+    from ddsx.cli.train import train
+
+    save_tiny_ddpm(tmp_path / "ddpm")
+    cfg = compose_train(
+        "dataset=digits", "debug=fast_dev_run", "method=dds", "sigma=0.25",
+        "denoiser=densepure", f"denoiser.path={tmp_path / 'ddpm'}", "denoiser.num_steps=2",
+    )  # fmt: skip
+    with pytest.raises(VotingDenoiserError, match="cannot be trained through"):
+        train(cfg)
