@@ -266,7 +266,7 @@ class CertifyLoop:
         denoiser_noise = (
             None
             if chunks[0][0].denoiser_stream is None
-            else torch.cat([example.denoiser_stream.take(len(noise)) for example, _, noise in chunks])
+            else torch.cat([example.denoiser_stream.take(len(noise)) for example, *_, noise in chunks])
         )
         needed = sorted({t for _, targets, _ in chunks for t in targets})
         labels = self.classify(noisy, needed, denoiser_noise)  # (T', B)
