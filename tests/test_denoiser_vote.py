@@ -26,7 +26,7 @@ from ddsx.smoothing.noise import DENOISER_STREAM, GaussianStream, example_genera
 from ddsx.utils.safe_instantiate import allowed_targets, check_config
 from tests.conftest import tiny_unet
 from tests.test_certification_cli import save_tiny_ddpm, write_checkpoint
-from tests.test_certification_engine import certifier, make_dataset, stable_fields
+from tests.test_certification_engine import _run_ranks, certifier, make_dataset, stable_fields
 
 ABAR = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
 NUM_CLASSES = 3
@@ -272,12 +272,14 @@ def test_each_copy_gets_sample_j_of_its_examples_seeded_denoiser_stream(tmp_path
     ],
     ids=["densepure", "local_smoothing"],
 )
-def test_real_voting_rows_do_not_depend_on_the_batch_size(tmp_path: Path, make) -> None:
+def test_real_voting_rows_do_not_depend_on_the_batch_size_or_processes(tmp_path: Path, make) -> None:
     denoiser = make()
     small = certifier(tmp_path / "small", denoiser=denoiser, max=4, n0=4, n=24, batch_size=5)
     large = certifier(tmp_path / "large", denoiser=denoiser, max=4, n0=4, n=24, batch_size=64)
     [a], [b] = small.run(make_dataset()), large.run(make_dataset())
     assert stable_fields(a) == stable_fields(b)
+    two = _run_ranks(tmp_path / "two", world_size=2, denoiser=denoiser, max=4, n0=4, n=24, batch_size=7)
+    assert stable_fields(two) == stable_fields(a)
     # The cost multiplier is recorded with the denoiser: what "denoiser calls per certificate" needs.
     described = json.loads(sidecar_path(a).read_text())["denoiser"]
     assert described["votes"] == 3 and described["classifier_calls_per_copy"] == 3
