@@ -24,6 +24,8 @@ from ddsx.certification.build import build_denoiser
 from ddsx.certification.result_file import read_results, sidecar_path
 from ddsx.denoisers.consistency import ConsistencyDenoiser
 from ddsx.denoisers.dds import DiffusionDenoiser
+from ddsx.denoisers.densepure import DensePureDenoiser
+from ddsx.denoisers.local_smoothing import LocalSmoothingDenoiser
 from ddsx.models.classifiers import AdaptedClassifier, InputAdapter, cifar_resnet, lenet, timm_classifier
 from ddsx.models.classifiers.lenet import LeNetNetwork
 from ddsx.models.classifiers.resnet_cifar import CifarResNetNetwork
@@ -190,6 +192,48 @@ def test_other_unet_weights_are_refused_by_their_fingerprint(tmp_path: Path) -> 
     refused(tmp_path, "denoiser.fingerprint", classifier(), denoiser(unet=unet(seed=1)))
 
 
+# ----- voting denoisers (issue 20) -------------------------------------------------------------------
+
+# Each voting denoiser around the real DiffusionDenoiser, each of its arguments changed in turn: the
+# vote's own (votes, eta, local_sigma) and its base's (recorded under parts.base).
+VOTING = {
+    DensePureDenoiser: (
+        lambda **changed: DensePureDenoiser(**({"base": denoiser(num_steps=3), "votes": 2} | changed)),
+        {
+            "base": ({"base": denoiser(num_steps=4)}, "denoiser.parts.base.arguments.num_steps"),
+            "votes": ({"votes": 3}, "denoiser.arguments.votes"),
+            "eta": ({"eta": 0.5}, "denoiser.arguments.eta"),
+        },
+    ),
+    LocalSmoothingDenoiser: (
+        lambda **changed: LocalSmoothingDenoiser(**({"base": denoiser(), "votes": 2} | changed)),
+        {
+            "base": ({"base": denoiser(t_star_rule="at_least")}, "denoiser.parts.base.arguments.t_star_rule"),
+            "votes": ({"votes": 3}, "denoiser.arguments.votes"),
+            "local_sigma": ({"local_sigma": 0.3}, "denoiser.arguments.local_sigma"),
+        },
+    ),
+}
+VOTING_CASES = [(cls, argument) for cls, (_, changes) in VOTING.items() for argument in sorted(changes)]
+
+
+@pytest.mark.parametrize(
+    ("cls", "argument"), VOTING_CASES, ids=[f"{c.__name__}-{a}" for c, a in VOTING_CASES]
+)
+def test_a_voting_denoiser_argument_changed_is_refused_naming_it(tmp_path: Path, cls, argument) -> None:
+    build, changes = VOTING[cls]
+    changed, field = changes[argument]
+    certify(tmp_path, classifier(), build(), examples=1)
+    certify(tmp_path, classifier(), build(), examples=2)  # the same again: resumes
+    refused(tmp_path, field, classifier(), build(**changed))
+
+
+def test_a_voting_denoiser_is_not_its_base(tmp_path: Path) -> None:
+    """One-shot DDS and local smoothing around it are different base classifiers: refused."""
+    certify(tmp_path, classifier(), denoiser(), examples=1)
+    refused(tmp_path, "denoiser.name", classifier(), LocalSmoothingDenoiser(denoiser(), votes=2))
+
+
 # ----- classifiers ---------------------------------------------------------------------------------
 
 
@@ -272,6 +316,8 @@ def test_every_argument_is_covered() -> None:
     """Every constructor argument is either changed in a test below or declared uncompared."""
     assert set(DENOISER_CHANGES) | DENOISER_UNCOMPARED == _parameters(DiffusionDenoiser.__init__)
     assert set(CONSISTENCY_CHANGES) | CONSISTENCY_UNCOMPARED == _parameters(ConsistencyDenoiser.__init__)
+    for cls, (_, changes) in VOTING.items():
+        assert set(changes) == _parameters(cls.__init__), cls
     for constructor, (_, _, changes, uncompared) in CLASSIFIERS.items():
         assert set(changes) | uncompared == _parameters(constructor), constructor
 

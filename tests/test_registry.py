@@ -40,6 +40,8 @@ def test_the_allowlist_is_what_the_group_yamls_name_by_both_paths() -> None:
         "ddsx.denoisers.base.IdentityDenoiser",
         "ddsx.denoisers.load.load_diffusers_denoiser",
         "ddsx.denoisers.consistency_folder.load_consistency_denoiser",
+        "ddsx.denoisers.densepure.load_densepure_denoiser",
+        "ddsx.denoisers.local_smoothing.load_local_smoothing_denoiser",
     }
     with pytest.raises(ValueError, match="rebuild only"):
         allowed_targets("method")  # stored method configs are never rebuilt

@@ -6,7 +6,9 @@ the oldest first); each batch is denoised once and then classified by every clas
 needs one of its examples, and all their counts are formed with one segment-sum on the device. Example idx always draws its noise from its own generator seeded
 by (seed, idx), in the fixed noise blocks of ``ddsx.smoothing.noise``: the n0 selection copies
 first, then the copies the decision counts. So a row depends on neither the batch size, nor the
-packing, nor the other classifiers, nor the number of processes.
+packing, nor the other classifiers, nor the number of processes. A voting denoiser (DensePure, local
+smoothing: ``ddsx.denoisers.vote``) takes the noise of its own from a second stream of the example,
+seeded by (seed, idx) too, one sample per noisy copy in the same order.
 
 With several processes, every one calls :meth:`Certifier.run` with its rank: the examples still to
 do are split by position (rank r takes every W-th), each process appends to its own shard of each
@@ -36,10 +38,11 @@ from ddsx.certification.result_file import (
 )
 from ddsx.certification.selection import label_lookup
 from ddsx.certification.settings import CertifySettings
+from ddsx.denoisers.vote import VotingDenoiser, majority_vote
 from ddsx.progress import CertifyProgress
 from ddsx.smoothing import example_generator
 from ddsx.smoothing.loop import CertifyLoop, Example, LoopStats
-from ddsx.smoothing.noise import GaussianStream
+from ddsx.smoothing.noise import DENOISER_STREAM, GaussianStream
 from ddsx.smoothing.precision import autocast, resolve_autocast_dtype
 from ddsx.smoothing.procedures import Rule
 from ddsx.utils.logging import get_logger
@@ -101,6 +104,10 @@ class Certifier:
         options = {"compile": self.settings.compile, "channels_last": self.settings.channels_last}
         self._denoiser = prepare_model(self.denoiser, "the denoiser", **options)
         self._classifiers = [prepare_model(t.classifier, t.name, **options) for t in self.targets]
+        # A voting denoiser (ddsx.denoisers.vote) gives `votes` images per noisy copy, drawn with noise
+        # from each example's DENOISER_STREAM; every classifier labels them all and the copy's label
+        # is their majority. None: one image per copy, no noise of its own.
+        self._voting = self.denoiser if isinstance(self.denoiser, VotingDenoiser) else None
 
     def run(
         self,
@@ -250,6 +257,14 @@ class Certifier:
                 image, label = dataset[position]
                 x = to_device(image, self.device, settings.pin_memory)
                 generator = example_generator(settings.seed, idx, x.device)
+                voting = {}
+                if self._voting is not None:  # seeded by (seed, idx) too, another stream of the example
+                    voting = {
+                        "denoiser_noise_shape": self._voting.noise_shape(tuple(x.shape)),
+                        "denoiser_generator": example_generator(
+                            settings.seed, idx, x.device, DENOISER_STREAM
+                        ),
+                    }
                 yield Example(
                     order,
                     idx,
@@ -259,6 +274,7 @@ class Certifier:
                     rule=self.rule,
                     n0=settings.n0_used,
                     generator=generator,
+                    **voting,
                 )
 
         try:
@@ -266,28 +282,50 @@ class Certifier:
         finally:
             self.stats = loop.stats
 
-    def _stacked_labels(self, noisy: torch.Tensor, needed: list[int]) -> torch.Tensor:
-        labels = self._labels(noisy, needed)
+    def _stacked_labels(
+        self, noisy: torch.Tensor, needed: list[int], denoiser_noise: torch.Tensor | None
+    ) -> torch.Tensor:
+        labels = self._labels(noisy, needed, denoiser_noise)
         return torch.stack([labels[t] for t in needed])
 
-    def _labels(self, noisy: torch.Tensor, needed: list[int]) -> dict[int, torch.Tensor]:
-        """Each needed target's predicted labels on the noisy batch (denoised once), on the device."""
+    def _labels(
+        self, noisy: torch.Tensor, needed: list[int], denoiser_noise: torch.Tensor | None = None
+    ) -> dict[int, torch.Tensor]:
+        """Each needed target's predicted labels on the noisy batch (denoised once), on the device.
+
+        ``denoiser_noise``: a voting denoiser's noise for these copies; its labels are votes' majorities.
+        """
         if self.settings.channels_last and noisy.dim() == 4:
             noisy = noisy.contiguous(memory_format=torch.channels_last)
         dtype = resolve_autocast_dtype(self.settings.autocast_dtype)
+        votes = 1 if self._voting is None else self._voting.votes
         with torch.inference_mode():
             with autocast(noisy.device, dtype):
-                denoised = noisy if self._denoiser is None else self._denoiser(noisy)
+                if self._denoiser is None:
+                    denoised = noisy
+                elif self._voting is None:
+                    denoised = self._denoiser(noisy)
+                else:
+                    denoised = self._denoiser(noisy, denoiser_noise)
                 logits = {t: self._classifiers[t](denoised) for t in needed}
             labels = {}
             for t, out in logits.items():
-                if out.dim() != 2 or out.shape[1] != self.num_classes:
+                if out.dim() != 2 or out.shape != (len(noisy) * votes, self.num_classes):
                     raise ValueError(
-                        f"classifier {self.targets[t].name} must return logits (N, {self.num_classes}), "
-                        f"got {tuple(out.shape)}"
+                        f"classifier {self.targets[t].name} must return logits "
+                        f"({len(noisy) * votes}, {self.num_classes}), got {tuple(out.shape)}"
                     )
                 labels[t] = out.argmax(dim=1)
+                if self._voting is not None:
+                    labels[t] = majority_vote(labels[t].view(len(noisy), votes), self.num_classes)
         return labels
+
+    def _timing_denoiser_noise(self, x: torch.Tensor, size: int, generator: torch.Generator):
+        """A voting denoiser's noise for a timing batch (batch-size search, warm-up: never a row)."""
+        if self._voting is None:
+            return None
+        shape = (size, *self._voting.noise_shape(tuple(x.shape)))
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
 
     def _batch_size(self) -> int:
         if self.batch_size is None:
@@ -303,7 +341,8 @@ class Certifier:
 
         def run_batch(size: int) -> None:
             noise = torch.randn((size, *x.shape), generator=generator, device=self.device, dtype=x.dtype)
-            labels = self._labels(noise.mul_(sigma).add_(x), everyone)
+            extra = self._timing_denoiser_noise(x, size, generator)
+            labels = self._labels(noise.mul_(sigma).add_(x), everyone, extra)
             for out in labels.values():
                 torch.bincount(out, minlength=self.num_classes)
 
@@ -328,9 +367,11 @@ class Certifier:
         stream = GaussianStream(x.shape, size + 2, generator=generator, device=x.device, dtype=x.dtype)
         everyone = list(range(len(self.targets)))
         sigma = settings.require_sigma()
-        self._labels(stream.take(2).mul_(sigma).add_(x), everyone)  # lazy initialisation, not timed
+        extra = self._timing_denoiser_noise(x, 2, generator)
+        self._labels(stream.take(2).mul_(sigma).add_(x), everyone, extra)  # lazy initialisation, not timed
+        extra = self._timing_denoiser_noise(x, size, generator)
         start = time.perf_counter()
-        self._labels(stream.take(size).mul_(sigma).add_(x), everyone)
+        self._labels(stream.take(size).mul_(sigma).add_(x), everyone, extra)
         batch_seconds = time.perf_counter() - start
         per_example = batch_seconds * (settings.n0_used + settings.n) / size
         total = per_example * len(mine)

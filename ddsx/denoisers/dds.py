@@ -9,7 +9,13 @@ One shot (default), for x_noisy = x + sigma * eps in [0,1] pixel units (docs/met
     D(x_noisy) = (x0^ + 1) / 2
 
 ``num_steps > 1`` instead runs deterministic DDIM (eta = 0) from t* down to 0 in that many model
-calls; ``num_steps = 1`` is exactly the one-shot rule.
+calls; ``num_steps = 1`` is exactly the one-shot rule. Given ``reverse_noise`` (DensePure,
+``ddsx.denoisers.densepure``), the same path is walked stochastically: DDIM's step with eta > 0,
+
+    x_next = sqrt(abar_next) x0^ + sqrt(1 - abar_next - s^2) eps^ + s z,
+    s = eta sqrt((1 - abar_next) / (1 - abar_t)) sqrt(1 - abar_t / abar_next),
+
+which at eta = 1 on consecutive timesteps is DDPM's ancestral step (s^2 the posterior variance).
 """
 
 from __future__ import annotations
@@ -152,18 +158,31 @@ class DiffusionDenoiser(Denoiser):
         }
 
     # ----- the denoising -----------------------------------------------------------------------
-    def forward(self, x_noisy: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_noisy: torch.Tensor, reverse_noise: torch.Tensor | None = None, eta: float = 1.0
+    ) -> torch.Tensor:
         """Noisy [0,1] images (N, C, H, W) -> denoised [0,1] images (N, C, H, W) (or ``output_size``).
 
         Differentiable with respect to ``x_noisy``; runs in the UNet's dtype and device and returns
-        the input's dtype and device.
+        the input's dtype and device. ``reverse_noise`` (N, *``reverse_noise_shape``) of standard
+        normals makes the steps after t* stochastic with ``eta`` in (0, 1] (module docstring); None:
+        deterministic DDIM, ``eta`` unused.
         """
         if x_noisy.dim() != 4:
             raise ValueError(
                 f"DiffusionDenoiser expects (N, C, H, W) images, got shape {tuple(x_noisy.shape)}"
             )
         x, undo = self.to_model_grid(x_noisy)
-        x0 = self._denoise_model_scale(2.0 * x - 1.0)
+        if reverse_noise is not None:
+            expected = (x_noisy.shape[0], *self.reverse_noise_shape(tuple(x_noisy.shape[1:])))
+            if tuple(reverse_noise.shape) != expected:
+                raise ValueError(
+                    f"reverse_noise must have shape {expected}, got {tuple(reverse_noise.shape)}"
+                )
+            if not 0.0 < float(eta) <= 1.0:
+                raise ValueError(f"eta must be in (0, 1] for a stochastic reverse process, got {eta}")
+            reverse_noise = reverse_noise.to(device=x.device, dtype=x.dtype)
+        x0 = self._denoise_model_scale(2.0 * x - 1.0, reverse_noise, float(eta))
         out = undo((x0 + 1.0) / 2.0)
         if self.output_size is not None:
             out = resize(out, self.output_size, self.interpolation)
@@ -182,7 +201,22 @@ class DiffusionDenoiser(Denoiser):
             self.pad_value,
         )
 
-    def _denoise_model_scale(self, y_noisy: torch.Tensor) -> torch.Tensor:
+    def reverse_noise_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The standard normals one stochastic reverse run of a (C, H, W) input takes: one model-grid
+        image per step after t*, (len(timesteps) - 1, C, S, S)."""
+        grid, _ = fit_to_model(
+            torch.zeros((1, *image_shape)),
+            self.model_size,
+            self.resolution,
+            self.interpolation,
+            self.pad_mode,
+            self.pad_value,
+        )
+        return (len(self.timesteps) - 1, *grid.shape[1:])
+
+    def _denoise_model_scale(
+        self, y_noisy: torch.Tensor, reverse_noise: torch.Tensor | None = None, eta: float = 0.0
+    ) -> torch.Tensor:
         """y_noisy = 2 x_noisy - 1 (N, C, S, S) -> x0^ in [-1, 1] via t* (and DDIM steps after it)."""
         abar = self._abar_path
         x_t = abar[0] ** 0.5 * y_noisy
@@ -192,8 +226,16 @@ class DiffusionDenoiser(Denoiser):
             x0, eps = self._predict_x0_eps(x_t, t, a_t)
             if i + 1 < len(self.timesteps):
                 a_next = abar[i + 1]
-                # Deterministic DDIM (eta = 0): move to the next timestep along the predicted noise.
-                x_t = a_next**0.5 * x0 + (1.0 - a_next) ** 0.5 * eps
+                if reverse_noise is None:
+                    # Deterministic DDIM (eta = 0): move to the next timestep along the predicted noise.
+                    x_t = a_next**0.5 * x0 + (1.0 - a_next) ** 0.5 * eps
+                else:
+                    s = eta * ((1.0 - a_next) / (1.0 - a_t) * (1.0 - a_t / a_next)) ** 0.5
+                    x_t = (
+                        a_next**0.5 * x0
+                        + max(0.0, 1.0 - a_next - s * s) ** 0.5 * eps
+                        + s * reverse_noise[:, i]
+                    )
         return x0
 
     def _predict_x0_eps(self, x_t: torch.Tensor, t: int, a_t: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ runs one way: certification imports this, and this knows nothing of files, Light
 
 Noise: each example draws from its own generator, first its n0 selection copies, then a stream of
 the test's copies, in the fixed blocks of ``ddsx.smoothing.noise``; so a decision depends on neither
-the batch size nor the packing nor the other classifiers.
+the batch size nor the packing nor the other classifiers. A voting denoiser's own noise comes from a
+second generator of the example, one sample per copy in the same order (``Example.denoiser_stream``).
 
 Drawing ahead: an example asks for the copies up to its next look; when the batch still has room
 after every example in flight got that (few examples left), an example may draw several looks'
@@ -43,8 +44,9 @@ import torch
 from ddsx.smoothing.noise import GaussianStream
 from ddsx.smoothing.procedures.base import Outcome, Rule
 
-# classify(noisy (B, C, H, W), needed classifier numbers) -> labels (len(needed), B) on the device.
-Classify = Callable[[torch.Tensor, list[int]], torch.Tensor]
+# classify(noisy (B, C, H, W), needed classifier numbers, denoiser noise (B, ...) or None) -> labels
+# (len(needed), B) on the device.
+Classify = Callable[[torch.Tensor, list[int], torch.Tensor | None], torch.Tensor]
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Example:
         n0: int,
         generator: torch.Generator | None,
         payload: object = None,
+        denoiser_noise_shape: tuple[int, ...] | None = None,
+        denoiser_generator: torch.Generator | None = None,
     ) -> None:
         self.order, self.idx, self.x, self.label = order, idx, x, int(label)
         self.targets = list(targets)
@@ -81,6 +85,19 @@ class Example:
         self.select_left = int(n0)
         self.select_stream = GaussianStream(x.shape, self.select_left, **stream)
         self.test_stream = GaussianStream(x.shape, int(rule.looks[-1]), **stream)
+        # A denoiser that votes over randomised denoisings (ddsx.denoisers.vote) takes its noise from a
+        # second stream of its own generator: one sample per noisy copy, in the copies' order (see _count).
+        self.denoiser_stream = (
+            None
+            if denoiser_noise_shape is None
+            else GaussianStream(
+                denoiser_noise_shape,
+                self.select_left + int(rule.looks[-1]),
+                generator=denoiser_generator,
+                device=x.device,
+                dtype=x.dtype,
+            )
+        )
         m, k = len(self.targets), len(rule.radii)
         self.candidates = np.full(m, self.label, dtype=np.int64)
         self.hits = np.zeros(m, dtype=np.int64)
@@ -305,8 +322,15 @@ class CertifyLoop:
         (segments * T + 1 rows, the last the dump)."""
         device = chunks[0][0].x.device
         noisy = torch.cat([noise.mul_(self.sigma).add_(example.x) for example, _, _, noise in chunks])
+        # In lockstep with the smoothing noise: each chunk's copies take as many denoiser samples, so
+        # copy j of an example always meets denoiser sample j, however the copies are cut into batches.
+        denoiser_noise = (
+            None
+            if chunks[0][0].denoiser_stream is None
+            else torch.cat([example.denoiser_stream.take(len(noise)) for example, *_, noise in chunks])
+        )
         needed = sorted({t for _, targets, _, _ in chunks for t in targets})
-        labels = self.classify(noisy, needed)  # (T', B)
+        labels = self.classify(noisy, needed, denoiser_noise)  # (T', B)
         position = {t: i for i, t in enumerate(needed)}
         lengths, owners, numbers = [], [], []
         for example, targets, ends, _ in chunks:

@@ -24,21 +24,33 @@ NOISE_BLOCK_ELEMENTS = {"cpu": 1 << 18}
 DEFAULT_NOISE_BLOCK_ELEMENTS = 1 << 22
 
 
-def example_seed(seed: int, idx: int) -> int:
+# Which of an example's streams: the smoothing noise, or the noise a randomised denoiser draws for
+# itself (ddsx.denoisers.vote: DensePure's reverse process, local smoothing's draws).
+SMOOTHING_STREAM = 0
+DENOISER_STREAM = 1
+
+
+def example_seed(seed: int, idx: int, stream: int = SMOOTHING_STREAM) -> int:
     """A 63-bit seed for example ``idx`` of a run seeded ``seed``: hash-free, the same on every machine.
 
-    numpy's SeedSequence mixes (seed, idx) so neighbouring examples get unrelated streams.
+    numpy's SeedSequence mixes (seed, idx) so neighbouring examples get unrelated streams. Another
+    ``stream`` of the same example is its SeedSequence child ``spawn_key=(stream,)``: independent of the
+    smoothing stream (whose seed, without a spawn key, is what it has always been) and of every other.
     """
-    if seed < 0 or idx < 0:
-        raise ValueError(f"seed and idx must be >= 0, got seed={seed}, idx={idx}")
-    state = np.random.SeedSequence([int(seed), int(idx)]).generate_state(2, dtype=np.uint32)
+    if seed < 0 or idx < 0 or stream < 0:
+        raise ValueError(f"seed, idx and stream must be >= 0, got seed={seed}, idx={idx}, stream={stream}")
+    spawn_key = () if stream == SMOOTHING_STREAM else (int(stream),)
+    sequence = np.random.SeedSequence([int(seed), int(idx)], spawn_key=spawn_key)
+    state = sequence.generate_state(2, dtype=np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def example_generator(seed: int, idx: int, device: torch.device | str = "cpu") -> torch.Generator:
+def example_generator(
+    seed: int, idx: int, device: torch.device | str = "cpu", stream: int = SMOOTHING_STREAM
+) -> torch.Generator:
     """A fresh ``torch.Generator`` on ``device`` seeded by :func:`example_seed`."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(example_seed(seed, idx))
+    generator.manual_seed(example_seed(seed, idx, stream))
     return generator
 
 

@@ -260,7 +260,7 @@ class Smooth:
         _put_in_eval_mode(self.base_classifier)
         loop = CertifyLoop(
             rule,
-            lambda noisy, needed: self._labels(noisy)[None],
+            lambda noisy, needed, _denoiser_noise: self._labels(noisy)[None],
             num_targets=1,
             num_classes=self.num_classes,
             batch_size=batch_size,
