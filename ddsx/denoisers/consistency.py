@@ -127,8 +127,14 @@ class ConsistencyDenoiser(DiffusionDenoiser):
             "parametrisation": PARAMETRISATION,
         }
 
-    def _denoise_model_scale(self, y_noisy: torch.Tensor) -> torch.Tensor:
-        """y_noisy = 2 x_noisy - 1 is z at s_t* (up to t*'s rounding): one consistency-function call."""
+    def _denoise_model_scale(
+        self, y_noisy: torch.Tensor, reverse_noise: torch.Tensor | None = None, eta: float = 1.0
+    ) -> torch.Tensor:
+        """y_noisy = 2 x_noisy - 1 is z at s_t* (up to t*'s rounding): one consistency-function call.
+
+        A consistency model has no stochastic reverse path to walk, so reverse noise is refused."""
+        if reverse_noise is not None:
+            raise ValueError("a consistency denoiser is one deterministic call: it takes no reverse noise")
         t = torch.full((y_noisy.shape[0],), self.t_star, dtype=torch.long, device=y_noisy.device)
         x0 = consistency_function(self.unet, y_noisy, t, self._levels.to(y_noisy.device), self._s_min)
         return x0.clamp(-1.0, 1.0) if self.clip else x0
