@@ -32,15 +32,12 @@ from __future__ import annotations
 import copy
 import datetime
 import math
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ddsx.certification.result_file import (
-    HEADER,
-    ResultFile,
     ResultFileError,
     ResultRow,
     compared_fields,
@@ -50,7 +47,7 @@ from ddsx.certification.result_file import (
     parse_row,
     sidecar_path,
 )
-from ddsx.certification.shards import ShardFile, read_shard
+from ddsx.certification.shards import ShardFile, read_shard, write_whole_result_file
 from ddsx.smoothing.bounds import lower_confidence_bound
 from ddsx.smoothing.cascade import Level, cascade, check_threshold
 from ddsx.smoothing.procedures.base import ABSTAIN
@@ -224,27 +221,9 @@ def write_cascade(inputs: Iterable[str | Path], output: str | Path, p0: float) -
     if output.exists() or sidecar_path(output).exists():
         raise ResultFileError(f"{output} exists: write the cascade to another path, or delete it first")
     rows = [cascade_row(idx, levels, p0) for idx in sorted(levels[0].rows)]
-    _write(rows, cascade_identity(levels, p0), output)
+    # format_row writes text; the file is written as bytes, like a merge's.
+    write_whole_result_file(output, (format_row(row).encode() for row in rows), cascade_identity(levels, p0))
     return output
-
-
-def _write(rows: Sequence[ResultRow], identity: dict[str, Any], target: Path) -> None:
-    """Rows to a temporary file, then the settings file, then the rows in place; a failure removes
-    what was written (as the shard merge does)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(HEADER)
-            handle.writelines(format_row(row) for row in rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        ResultFile(target).write_identity(identity)
-        tmp.replace(target)
-    except BaseException:
-        for leftover in (tmp, sidecar_path(target), target):
-            leftover.unlink(missing_ok=True)
-        raise
 
 
 def _check_counted(row: ResultRow, alpha: float, path: Path) -> None:

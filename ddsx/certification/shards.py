@@ -170,12 +170,19 @@ def _write_merged(group: Sequence[ShardFile], target: Path) -> None:
     identity.setdefault("info", {}).update(
         {"shard": 0, "num_shards": 1, "merged_from": [str(s.path) for s in group]}
     )
+    write_whole_result_file(target, (rows[idx] for idx in sorted(rows)), identity)
+
+
+def write_whole_result_file(target: Path, lines: Iterable[bytes], identity: dict[str, Any]) -> None:
+    """A finished result file at once (a merge, a cascade): the rows' encoded ``lines`` to a temporary
+    file, then the sidecar, then the rows in place. A failure at any point removes what was written,
+    so a second attempt finds the way free."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     try:
         with open(tmp, "wb") as handle:
             handle.write(HEADER.encode())
-            handle.writelines(rows[idx] for idx in sorted(rows))
+            handle.writelines(lines)
             handle.flush()
             os.fsync(handle.fileno())
         ResultFile(target).write_identity(identity)
