@@ -42,9 +42,12 @@ def write_file(
     radii: list[float | None],
     device: str = "cpu",
     planned: int | None = None,
+    samples: list[int] | None = None,
+    denoiser: dict | None = None,
 ) -> Path:
     """certify.<arm>_seed<seed>.tsv: digit j is idx 2 j, label j % 10, certified correctly to radii[j]
-    (None: wrong), with the sidecar of a sequential run (n 10,000, alpha 0.001, skip 2)."""
+    (None: wrong) after samples[j] copies (7,600 each by default), with the sidecar of a sequential run
+    (n 10,000, alpha 0.001, skip 2) whose denoiser description is ``denoiser`` (default one-shot dds)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"certify.{arm}_seed{seed}.tsv"
     lines = [HEADER]
@@ -57,8 +60,8 @@ def write_file(
             radius=radius or 0.0,
             correct=int(radius is not None),
             time="0:00:00.010000",
-            samples=7600,
-            count_a=7600,
+            samples=7600 if samples is None else samples[j],
+            count_a=7600 if samples is None else samples[j],
             n=N,
             n0=0,
             p_lower=None,
@@ -72,7 +75,7 @@ def write_file(
     grid = [0.25 * i for i in range(13)]
     sidecar = {
         "format": "ddsx-certify/2",
-        "denoiser": {"name": "dds"},
+        "denoiser": denoiser or {"name": "dds"},
         "settings": {
             "alpha": ALPHA,
             "dataset": "mnist5k",
