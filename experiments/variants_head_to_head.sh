@@ -7,8 +7,10 @@
 #      exist and meet its quality target (`make denoiser`);
 #   2. distill: the one-step consistency denoiser from the DDPM (ddsx-denoiser mode=distill,
 #      DISTILL_STEPS steps), unless its folder exists;
-#   3. certify: per sigma and variant one multi-classifier sequential run of the three classifiers (and
-#      every seed), alpha 0.001, budget N, digits 0, SKIP, 2 SKIP, ... of the test split (DIGITS of them),
+#   3. certify: per sigma and variant one multi-classifier run of the three classifiers (and every seed),
+#      MODE fixed (Cohen et al.'s CERTIFY: n0 = 100 copies to select, N to bound; exact radii, the same
+#      copies for every variant, so costs differ by the calls a copy costs) or sequential (budget N),
+#      alpha 0.001, digits 0, SKIP, 2 SKIP, ... of the test split (DIGITS of them),
 #      noise seed 0: variants dds (one-shot), densepure (VOTES reverse runs of DENSEPURE_STEPS steps),
 #      local_smoothing (VOTES draws of std LOCAL_SIGMA) and consistency;
 #   4. report: the result files (and their settings, and each run's wall time) copied to
@@ -44,6 +46,7 @@ EPOCHS=${EPOCHS:-3}
 DIGITS=${DIGITS:-60}
 SKIP=${SKIP:-16}
 N=${N:-300}
+MODE=${MODE:-fixed}
 RADII=${RADII:-0 0.25 0.5 0.75 1.0 1.25 1.5 1.75 2.0}
 VOTES=${VOTES:-5}
 DENSEPURE_STEPS=${DENSEPURE_STEPS:-2}
@@ -78,7 +81,8 @@ step() { [[ " $STEPS " == *" $1 "* ]]; }
 [ -f "$DENOISER_DIR/model_index.json" ] || fail "no mnist5k DDPM at $DENOISER_DIR: run \`make denoiser\` (or set DDSX_CHECKPOINTS)"
 
 mkdir -p "$OUT"
-settings="SIGMAS=$SIGMAS SEEDS=$SEEDS EPOCHS=$EPOCHS DIGITS=$DIGITS SKIP=$SKIP N=$N RADII=$RADII VOTES=$VOTES"
+case "$MODE" in fixed | sequential) ;; *) fail "MODE must be fixed or sequential, got '$MODE'" ;; esac
+settings="MODE=$MODE SIGMAS=$SIGMAS SEEDS=$SEEDS EPOCHS=$EPOCHS DIGITS=$DIGITS SKIP=$SKIP N=$N RADII=$RADII VOTES=$VOTES"
 settings="$settings DENSEPURE_STEPS=$DENSEPURE_STEPS LOCAL_SIGMA=$LOCAL_SIGMA DISTILL_STEPS=$DISTILL_STEPS"
 settings="$settings TRAIN_EXTRA=$TRAIN_EXTRA CERTIFY_EXTRA=$CERTIFY_EXTRA DISTILL_EXTRA=$DISTILL_EXTRA"
 if [ ! -f "$OUT/settings.txt" ]; then
@@ -154,7 +158,7 @@ certify_sigma() {  # certify_sigma <sigma>: its variants one after the other
     for variant in $VARIANTS; do
         # shellcheck disable=SC2086
         done_or_run "$OUT/certify/sigma$S/$variant" ddsx-certify dataset=mnist5k ${VARIANT[$variant]} \
-            "ckpt_path=$(ckpts "$S")" certify.mode=sequential certify.n="$N" certify.alpha=0.001 \
+            "ckpt_path=$(ckpts "$S")" certify.mode="$MODE" certify.n="$N" certify.n0=100 certify.alpha=0.001 \
             certify.skip="$SKIP" certify.max="$DIGITS" certify.seed=0 "certify.radii=$RADII_LIST" \
             $CERTIFY_EXTRA hydra.run.dir="$OUT/certify/sigma$S/$variant"
     done

@@ -99,20 +99,27 @@ def load_variant(folder: Path, sigma: float) -> VariantRun:
             raise SummaryInputError(f"{path}: its settings name no training seed")
         key = (run.method, run.train_seed)
         if key in runs:
-            raise SummaryInputError(f"{path}: a second file of {run.method} seed {run.train_seed} in {folder}")
+            raise SummaryInputError(
+                f"{path}: a second file of {run.method} seed {run.train_seed} in {folder}"
+            )
         runs[key] = run
         denoiser = json.loads(sidecar_path(path).read_text()).get("denoiser") or {}
         if not isinstance(denoiser, dict):
             raise SummaryInputError(f"{sidecar_path(path)}: its denoiser entry is not an object")
         calls.add(
-            (_calls(denoiser, "unet_calls_per_copy", path), _calls(denoiser, "classifier_calls_per_copy", path))
+            (
+                _calls(denoiser, "unet_calls_per_copy", path),
+                _calls(denoiser, "classifier_calls_per_copy", path),
+            )
         )
     if len(calls) != 1:
         raise SummaryInputError(f"{folder}: its files describe different denoisers ({sorted(calls)})")
     first = next(iter(runs.values()))
-    for (method, seed), run in runs.items():
-        paired_rows(first.rows, run.rows, (first.path.name, run.path.name))  # same digits and labels, or refused
-    (unet, classifier), = calls
+    for run in runs.values():
+        paired_rows(
+            first.rows, run.rows, (first.path.name, run.path.name)
+        )  # same digits and labels, or refused
+    ((unet, classifier),) = calls
     return VariantRun(sigma, folder.name, runs, _wall_seconds(folder), unet, classifier)
 
 

@@ -215,6 +215,26 @@ def test_every_classifier_votes_over_the_same_images(tmp_path: Path) -> None:
     assert [(r.predict, r.count_a) for r in read_results(b)] == [(2, 32), (2, 32)]
 
 
+def test_the_batch_memory_check_counts_a_voting_denoisers_votes(tmp_path: Path, monkeypatch) -> None:
+    """4 votes: a batch of 16 copies of a 1x4x4 image holds the noise, the noisy images and 4 denoised
+    images per copy (6 float32 copies). Free memory for 16 x 5 copies lets 16 one-shot copies through
+    and refuses the voting denoiser's batch before anything is drawn."""
+    from ddsx.certification import ClassifierSpec, build_certifier, memory
+    from ddsx.certification.settings import InvalidSettingError
+    from tests.test_certification_engine import settings
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 16 * 5 * 16 * 4)
+    data = make_dataset(2)
+    spec = [ClassifierSpec(Reads(0).eval(), "a", name="a")]
+    s = settings(output=str(tmp_path / "one_shot.tsv"), n0=4, n=32, batch_size=16)
+    build_certifier(s, spec, denoiser=None, dataset=data, dataset_name="toy", num_classes=3)
+    s = settings(output=str(tmp_path / "votes.tsv"), n0=4, n=32, batch_size=16)
+    with pytest.raises(InvalidSettingError, match="6 float32 copies"):
+        build_certifier(
+            s, spec, denoiser=ConstantVotes([2, 1, 1, 0]), dataset=data, dataset_name="toy", num_classes=3
+        )
+
+
 class Recording(VotingDenoiser):
     """A stub for the seam: keeps every (noisy copy, its denoiser noise) pair it is given."""
 

@@ -176,6 +176,16 @@ def test_a_batch_larger_than_the_free_memory_is_refused_naming_the_setting(monke
     memory.check_batch_fits("auto", 10**6, (3, 32, 32), cpu)  # autotune bounds its own candidates
 
 
+def test_a_voting_denoisers_batch_counts_its_votes(monkeypatch) -> None:
+    # 5 votes: noise and noisy images once, 5 denoised images per copy: 7 float32 copies, not 3.
+    assert memory.batch_bytes(10, (1, 4, 4), denoised_per_copy=5) == 10 * 16 * 4 * 7
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 100 * memory.batch_bytes(1, (3, 32, 32)))
+    cpu = torch.device("cpu")
+    memory.check_batch_fits(100, 10**6, (3, 32, 32), cpu)  # fits with one denoised image per copy
+    with pytest.raises(InvalidSettingError, match=r"7 float32 copies.* at most 42 "):
+        memory.check_batch_fits(100, 10**6, (3, 32, 32), cpu, denoised_per_copy=5)  # 100 * 3 // 7 = 42
+
+
 def test_the_free_memory_is_the_gpus_free_memory_or_the_available_ram(monkeypatch) -> None:
     total = next(
         int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal:")

@@ -18,7 +18,9 @@ DENSEPURE = {"name": "densepure", "votes": 5, "unet_calls_per_copy": 10, "classi
 
 
 def load_summary():
-    spec = importlib.util.spec_from_file_location("variants_summary", REPO / "experiments" / "variants_summary.py")
+    spec = importlib.util.spec_from_file_location(
+        "variants_summary", REPO / "experiments" / "variants_summary.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -39,7 +41,13 @@ def head_to_head(root: Path) -> Path:
     write_file(certify / "dds", "dds_finetune", 0, 0.5, [None] * 6, samples=[600, 500, 400, 300, 200, 100])
     write_file(certify / "densepure", "dds_adv", 0, 0.5, [0.5] * 6, samples=[100] * 6, denoiser=DENSEPURE)
     write_file(
-        certify / "densepure", "dds_finetune", 0, 0.5, [0.5] * 5 + [None], samples=[200] * 6, denoiser=DENSEPURE
+        certify / "densepure",
+        "dds_finetune",
+        0,
+        0.5,
+        [0.5] * 5 + [None],
+        samples=[200] * 6,
+        denoiser=DENSEPURE,
     )
     (certify / "dds" / "wall_seconds.txt").write_text("30\n")
     (certify / "densepure" / "wall_seconds.txt").write_text("120\n")
@@ -49,7 +57,11 @@ def head_to_head(root: Path) -> Path:
 def table_rows(text: str, title: str) -> list[list[str]]:
     """The data rows (after the header and rule) of the table under the heading that starts with title."""
     section = next(part for part in text.split("\n## ") if part.lstrip("# ").startswith(title))
-    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|")
+    ]
     return rows[2:]
 
 
@@ -114,10 +126,19 @@ def test_wall_seconds_must_be_a_number(tmp_path):
 
 
 def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
-    environment = {"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "RESULTS": str(tmp_path / "results")}
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "OUT": str(tmp_path / "out"),
+        "RESULTS": str(tmp_path / "results"),
+    }
     environment["DDSX_CHECKPOINTS"] = str(tmp_path / "ckpt")
     return subprocess.run(
-        ["bash", str(SCRIPT)], cwd=tmp_path, env=environment | env, capture_output=True, text=True, check=False
+        ["bash", str(SCRIPT)],
+        cwd=tmp_path,
+        env=environment | env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -125,7 +146,9 @@ def test_script_refuses_unknown_variant_missing_denoiser_and_changed_settings(tm
     result = run_script(tmp_path, VARIANTS="dds diffsmooth")
     assert result.returncode == 2 and "unknown variant 'diffsmooth'" in result.stderr
     result = run_script(tmp_path)
-    assert result.returncode == 2 and "no mnist5k DDPM at" in result.stderr and "make denoiser" in result.stderr
+    assert (
+        result.returncode == 2 and "no mnist5k DDPM at" in result.stderr and "make denoiser" in result.stderr
+    )
     denoiser = tmp_path / "ckpt" / "denoisers" / "mnist5k_ddpm"
     denoiser.mkdir(parents=True)
     (denoiser / "model_index.json").write_text("{}")

@@ -79,7 +79,9 @@ def build_certifier(
     image, _ = dataset[0]
     block = noise_block_size(tuple(torch.as_tensor(image).shape), device.type)
     copies = settings.forward_passes(len(settings.indices(len(dataset))))  # a batch never holds more
-    check_batch_fits(settings.batch_size, copies, torch.as_tensor(image).shape, device)
+    # A voting denoiser returns `votes` denoised images per noisy copy.
+    votes = getattr(denoiser, "votes", 1)
+    check_batch_fits(settings.batch_size, copies, torch.as_tensor(image).shape, device, votes)
     outputs = result_paths(Path(settings.output), [spec.name for spec in classifiers])
     targets = []
     for spec, output in zip(classifiers, outputs, strict=True):

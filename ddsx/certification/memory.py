@@ -2,8 +2,9 @@
 is allocated.
 
 A batch of B noisy copies of a (C, H, W) image is B*C*H*W float32 values, held at least
-``PIPELINE_COPIES`` times at once while it runs (the noise, the noisy images, the denoised images). The
-models' activations come on top, so a batch this check lets through may still not fit; one it
+``PIPELINE_COPIES`` times at once while it runs (the noise, the noisy images, the denoised images); a
+voting denoiser (ddsx.denoisers.vote) returns ``votes`` denoised images per copy, so its denoised
+images count ``votes`` times. The models' activations come on top, so a batch this check lets through may still not fit; one it
 refuses surely does not, and would otherwise end in an out-of-memory kill or a traceback after the
 models were loaded. ``certify.batch_size=auto`` is not checked: its candidates are small, and an
 accelerator's out-of-memory ends its search (ddsx.certification.autotune).
@@ -24,9 +25,11 @@ PIPELINE_COPIES = 3
 BYTES_PER_VALUE = 4  # noise and images are float32 (autocast changes the models' dtype, not theirs)
 
 
-def batch_bytes(batch: int, image_shape: Sequence[int]) -> int:
-    """Bytes the pipeline holds at least for one batch of ``batch`` noisy copies of one image."""
-    return int(batch) * math.prod(int(side) for side in image_shape) * BYTES_PER_VALUE * PIPELINE_COPIES
+def batch_bytes(batch: int, image_shape: Sequence[int], denoised_per_copy: int = 1) -> int:
+    """Bytes the pipeline holds at least for one batch of ``batch`` noisy copies of one image, with
+    ``denoised_per_copy`` denoised images per copy (a voting denoiser's votes)."""
+    held = PIPELINE_COPIES - 1 + int(denoised_per_copy)
+    return int(batch) * math.prod(int(side) for side in image_shape) * BYTES_PER_VALUE * held
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -54,7 +57,11 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def check_batch_fits(
-    batch_size: int | str, copies_needed: int, image_shape: Sequence[int], device: torch.device
+    batch_size: int | str,
+    copies_needed: int,
+    image_shape: Sequence[int],
+    device: torch.device,
+    denoised_per_copy: int = 1,
 ) -> None:
     """Refuse ``certify.batch_size`` when its batch cannot fit on ``device``.
 
@@ -64,14 +71,14 @@ def check_batch_fits(
     if batch_size == "auto":
         return
     batch = min(int(batch_size), max(1, int(copies_needed)))
-    needed, free = batch_bytes(batch, image_shape), available_bytes(device)
+    needed, free = batch_bytes(batch, image_shape, denoised_per_copy), available_bytes(device)
     if free is None or needed <= free:
         return
-    largest = max(1, free // batch_bytes(1, image_shape))
+    largest = max(1, free // batch_bytes(1, image_shape, denoised_per_copy))
     raise InvalidSettingError(
         f"certify.batch_size={batch_size}: one batch of {batch:,} noisy images of shape "
         f"{tuple(int(s) for s in image_shape)} needs at least {_gib(needed)} on {device} "
-        f"({PIPELINE_COPIES} float32 copies), but {_gib(free)} is free; set certify.batch_size to at most "
+        f"({PIPELINE_COPIES - 1 + denoised_per_copy} float32 copies), but {_gib(free)} is free; set certify.batch_size to at most "
         f"{largest:,} (less leaves room for the models), or certify.batch_size=auto"
     )
 
