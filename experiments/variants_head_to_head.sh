@@ -26,7 +26,7 @@
 # run are then those of one core. CERTIFY_EXTRA is added to every ddsx-certify run (e.g.
 # certify.autocast_dtype=bfloat16 certify.batch_size=64), TRAIN_EXTRA to every ddsx-train run.
 # A smoke scale (minutes, with a denoiser folder present):
-#   SIGMAS=0.5 EPOCHS=1 DIGITS=2 SKIP=400 N=200 DENSEPURE_STEPS=2 VOTES=3 DISTILL_STEPS=2 \
+#   SIGMAS=0.5 EPOCHS=1 DIGITS=2 SKIP=400 N=200 DENSEPURE_STEPS=3 VOTES=3 DISTILL_STEPS=2 \
 #     TRAIN_EXTRA="+trainer.limit_train_batches=2 +trainer.limit_val_batches=1 test=false" \
 #     DISTILL_EXTRA="trainer.limit_val_batches=1 distill.quality.num_digits=8 distill.quality.ode_steps=2" \
 #     OUT=/tmp/h2h RESULTS=/tmp/h2h/results bash experiments/variants_head_to_head.sh
@@ -49,7 +49,7 @@ N=${N:-300}
 MODE=${MODE:-fixed}
 RADII=${RADII:-0 0.25 0.5 0.75 1.0 1.25 1.5 1.75 2.0}
 VOTES=${VOTES:-5}
-DENSEPURE_STEPS=${DENSEPURE_STEPS:-2}
+DENSEPURE_STEPS=${DENSEPURE_STEPS:-4}
 LOCAL_SIGMA=${LOCAL_SIGMA:-0.1}
 DISTILL_STEPS=${DISTILL_STEPS:-40}
 VARIANTS=${VARIANTS:-dds local_smoothing consistency densepure}

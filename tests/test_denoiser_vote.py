@@ -128,9 +128,11 @@ def test_densepure_runs_each_copy_votes_times_with_its_own_noise_copy_major() ->
         assert not torch.allclose(out[0], out[1]), "two votes of one copy differ by their noise"
 
 
-def test_densepure_needs_a_step_after_t_star_and_a_stochastic_eta() -> None:
-    with pytest.raises(ValueError, match="num_steps >= 2"):
-        DensePureDenoiser(dds(num_steps=1, sigma=0.25))
+def test_densepure_needs_a_noisy_step_after_t_star_and_a_stochastic_eta() -> None:
+    # 2 steps (t*, 0): the only stochastic step lands at t = 0, whose noise is negligible.
+    for num_steps in (1, 2):
+        with pytest.raises(ValueError, match="num_steps >= 3"):
+            DensePureDenoiser(dds(num_steps=num_steps, sigma=0.25))
     with pytest.raises(ValueError, match="eta"):
         DensePureDenoiser(dds(num_steps=3, sigma=0.25), eta=0.0)
     with pytest.raises(ValueError, match="votes"):
@@ -156,7 +158,7 @@ def test_local_smoothing_draws_around_the_one_shot_denoised_image_copy_major() -
 def test_a_voting_denoiser_without_its_noise_is_refused_in_one_line() -> None:
     """Training through it (methods call denoiser(x_noisy)) would draw no seeded noise: refused."""
     for denoiser in (
-        DensePureDenoiser(dds(num_steps=2, sigma=0.25)),
+        DensePureDenoiser(dds(num_steps=3, sigma=0.25)),
         LocalSmoothingDenoiser(dds(num_steps=1, sigma=0.25)),
     ):
         with pytest.raises(VotingDenoiserError) as refusal:
@@ -339,7 +341,7 @@ def test_ddsx_certify_through_a_named_model_and_densepure(compose_certify, tmp_p
         "denoiser=[diffusers,densepure]",
         f"denoiser.path={tmp_path / 'ddpm'}",
         "denoiser.votes=2",
-        "denoiser.num_steps=2",
+        "denoiser.num_steps=3",
         "certify.max=2",
         "certify.n=8",
         "certify.batch_size=8",
@@ -347,7 +349,7 @@ def test_ddsx_certify_through_a_named_model_and_densepure(compose_certify, tmp_p
     [path] = certify(cfg)
     assert len(read_results(path)) == 2
     described = json.loads(sidecar_path(path).read_text())["denoiser"]
-    assert (described["name"], described["votes"], described["unet_calls_per_copy"]) == ("densepure", 2, 4)
+    assert (described["name"], described["votes"], described["unet_calls_per_copy"]) == ("densepure", 2, 6)
 
 
 def test_the_denoiser_stream_is_another_stream_of_the_example() -> None:
@@ -373,7 +375,7 @@ def test_ddsx_train_through_a_voting_denoiser_stops_with_the_one_line_refusal(
     save_tiny_ddpm(tmp_path / "ddpm")
     cfg = compose_train(
         "dataset=digits", "debug=fast_dev_run", "method=dds", "sigma=0.25",
-        "denoiser=densepure", f"denoiser.path={tmp_path / 'ddpm'}", "denoiser.num_steps=2",
+        "denoiser=densepure", f"denoiser.path={tmp_path / 'ddpm'}", "denoiser.num_steps=3",
     )  # fmt: skip
     with pytest.raises(VotingDenoiserError, match="cannot be trained through"):
         train(cfg)
