@@ -82,13 +82,53 @@ def test_accuracy_cost_and_holm_family_by_hand(tmp_path):
         ["dds", "2", "500", "1", "1", "500", "5.00"],
         ["densepure", "2", "200", "10", "5", "2000", "20.00"],
     ]
-    tests = table_rows(text, "dds_adv against")
+    tests = table_rows(text, "dds_adv against the other methods, per variant")
     # The family: the two radii-0 tests (no digit is discordant at 1.5 or 2); Holm doubles the smaller.
     assert [row[1:] for row in tests] == [
         ["dds", "0", "dds_finetune", "0", "100.0", "0.0", "6", "0", "0.0312", "0.0625"],
         ["densepure", "0", "dds_finetune", "0", "100.0", "83.3", "1", "0", "1", "1"],
     ]
-    assert "one family of 2 tests" in text
+    assert "one family of 2 tests" in text  # one seed: no run-level test joins it
+
+
+def three_seeds(root: Path) -> Path:
+    """sigma 0.5, dds only, seeds 0-2: dds_adv certifies all six digits to 0.5, dds_finetune misses the
+    last m_k = 1, 2, 3 digits (wrong), so e_i = 1 on m_k digits and 0 on the others at r = 0."""
+    certify = root / "certify" / "sigma0.5" / "dds"
+    for seed, missed in enumerate((1, 2, 3)):
+        write_file(certify, "dds_adv", seed, 0.5, [0.5] * 6)
+        write_file(certify, "dds_finetune", seed, 0.5, [0.5] * (6 - missed) + [None] * missed)
+    return root / "certify"
+
+
+def test_run_level_pools_the_per_seed_differences_and_joins_the_holm_family(tmp_path):
+    from scipy.stats import binomtest
+
+    from ddsx.report.run_level import holm, random_effects
+
+    text = summary_module.summary(summary_module.load_root(three_seeds(tmp_path)), [0.0])
+    rows = table_rows(text, "dds_adv against the other methods over training seeds")
+    # d_k = m_k / 6; v_k = sample variance of m_k ones among 6 values over 6: m (6 - m) / (6 * 5) / 6.
+    d = [m / 6 for m in (1, 2, 3)]
+    v = [m * (6 - m) / 30 / 6 for m in (1, 2, 3)]
+    at_zero = random_effects(d, v)
+    # ACR: e_i = 0.5 on the missed digits, so d and its variance scale by 0.5 and 0.25.
+    acr = random_effects([x / 2 for x in d], [x / 4 for x in v])
+    assert [row[2:6] for row in rows] == [
+        ["dds_finetune", "r=0", "3", "+16.7, +33.3, +50.0"],
+        ["dds_finetune", "ACR (grid)", "3", "+0.083, +0.167, +0.250"],
+    ]
+    assert rows[0][6].startswith(f"{100 * at_zero.estimate:+.1f} [{100 * at_zero.low:+.1f}, ")
+    # One family: the two run-level tests and the three per-seed McNemar tests (1, 2, 3 discordant).
+    mcnemar = [binomtest(m, m, 0.5).pvalue for m in (1, 2, 3)]
+    adjusted = holm([at_zero.p_value, acr.p_value, *mcnemar])
+    assert [row[7:] for row in rows] == [
+        [f"{at_zero.p_value:.3g}", f"{adjusted[0]:.3g}"],
+        [f"{acr.p_value:.3g}", f"{adjusted[1]:.3g}"],
+    ]
+    per_seed = table_rows(text, "dds_adv against the other methods, per variant")
+    assert [row[-1] for row in per_seed] == [f"{p:.3g}" for p in adjusted[2:]]
+    assert "one family of 5 tests" in text
 
 
 def test_variants_must_hold_the_same_digits(tmp_path):
